@@ -1,0 +1,48 @@
+"""Where the shipped YAML configs live: the source tree, a colcon install or a pip install."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from xmask3d_ros.config.schema import ConfigError
+
+__all__ = ["config_dir", "resolve_model_config"]
+
+
+def config_dir() -> Path:
+    """The folder holding perception.yaml and model/*.yaml.
+
+    Checked in order: a source checkout (``<repo>/config`` beside the package), then
+    ``<prefix>/share/xmask3d_ros/config`` for the colcon install space this package was imported
+    from (``install/xmask3d_ros/lib/python3.x/site-packages/xmask3d_ros`` -> four levels up) and
+    for ``sys.prefix`` (pip's data_files).
+    """
+    package = Path(__file__).resolve().parent.parent
+    candidates = [
+        package.parent / "config",
+        package.parents[3] / "share" / "xmask3d_ros" / "config" if len(package.parents) > 3 else None,
+        Path(sys.prefix) / "share" / "xmask3d_ros" / "config",
+    ]
+    for candidate in candidates:
+        if candidate is not None and (candidate / "perception.yaml").is_file():
+            return candidate
+    searched = ", ".join(str(c) for c in candidates if c is not None)
+    raise ConfigError(f"<install>: cannot find the shipped configs (searched {searched})")
+
+
+def resolve_model_config(name_or_path: str) -> Path:
+    """Map a model config name ('tiny', 'paper') or a path to an existing YAML file."""
+    path = Path(name_or_path).expanduser()
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise ConfigError(f"node.model_config: file {path} does not exist")
+        return path
+    shipped = config_dir() / "model" / f"{name_or_path}.yaml"
+    if not shipped.is_file():
+        names = sorted(p.stem for p in (config_dir() / "model").glob("*.yaml"))
+        raise ConfigError(
+            f"node.model_config: {name_or_path!r} is neither a YAML path nor a shipped config "
+            f"(shipped: {', '.join(names)})"
+        )
+    return shipped

@@ -1,0 +1,127 @@
+"""Root configuration of the perception node and the replay tool (config/perception.yaml).
+
+The same file is the node's ROS parameter file (``/**: ros__parameters: ...``, nested keys become
+dotted parameter names such as ``tf.cache_duration_s``) and a plain YAML config for the library:
+:func:`load_perception_config` accepts both shapes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from xmask3d_ros.config.geometry import DepthCfg, SyncCfg, TfCfg, VisibilityCfg
+from xmask3d_ros.config.schema import (
+    ConfigError,
+    from_dict,
+    merge,
+    param,
+    parse_override,
+    read_yaml,
+    section,
+)
+
+__all__ = ["NodeCfg", "PerceptionConfig", "QueryCfg", "load_perception_config", "ros_parameters"]
+
+
+@dataclass(frozen=True)
+class NodeCfg:
+    """ROS-facing settings: frames, QoS, rates, the TF wait queue."""
+
+    map_frame: str = param("odom", "fixed frame of the map and of every output (REP-105)")
+    model_config: str = param(
+        "tiny", "model config: a name under config/model/ (tiny, paper) or a YAML path"
+    )
+    input_reliability: str = param(
+        "best_effort",
+        "QoS reliability of the image/camera_info subscriptions",
+        choices=("best_effort", "reliable"),
+    )
+    input_depth: int = param(5, "QoS history depth of the sensor subscriptions", ge=1, le=1000)
+    publish_rate_hz: float = param(1.0, "rate of semantic_cloud / query_result updates", gt=0, le=100)
+    tf_wait_queue_size: int = param(
+        30, "synced frames kept while waiting for their TF; oldest dropped first", ge=1, le=10000
+    )
+    tf_wait_max_age_s: float = param(
+        1.0, "a frame whose TF has not arrived after this long is dropped and counted", gt=0
+    )
+    tf_retry_period_s: float = param(0.02, "period of the timer retrying TF lookups", gt=0, le=1)
+    diagnostics_period_s: float = param(1.0, "period of /diagnostics messages", gt=0, le=60)
+
+
+@dataclass(frozen=True)
+class QueryCfg:
+    """How text queries are answered from the stored per-voxel features."""
+
+    min_score: float = param(
+        0.2, "cosine score below which a voxel is 'unknown' (when a query gives 0)", ge=-1, le=1
+    )
+    min_object_voxels: int = param(10, "smallest connected component reported as an object", ge=1)
+    max_labels: int = param(1000, "queries with more labels are refused with a log line", ge=1)
+    max_label_chars: int = param(200, "longer labels are refused with a log line", ge=1)
+
+
+@dataclass(frozen=True)
+class PerceptionConfig:
+    """Everything the perception pipeline and its ROS node can be tuned by."""
+
+    node: NodeCfg = section(NodeCfg, "ROS-facing settings")
+    depth: DepthCfg = section(DepthCfg, "depth decoding and valid range")
+    visibility: VisibilityCfg = section(VisibilityCfg, "which map points a frame sees")
+    tf: TfCfg = section(TfCfg, "transform buffer")
+    sync: SyncCfg = section(SyncCfg, "RGB / depth / camera_info synchronisation")
+    query: QueryCfg = section(QueryCfg, "text queries")
+
+
+def _unwrap_ros_parameters(data: dict[str, Any], path: Path) -> dict[str, Any]:
+    """Accept ``{node_name or '/**': {'ros__parameters': {...}}}`` as well as the plain form."""
+    wrapped = [k for k, v in data.items() if isinstance(v, dict) and "ros__parameters" in v]
+    if not wrapped:
+        return data
+    if len(wrapped) != len(data):
+        extra = sorted(set(data) - set(wrapped))
+        raise ConfigError(f"{extra[0]}: unexpected top-level key beside ros__parameters ({path})")
+    params: dict[str, Any] = {}
+    for key in wrapped:
+        params = merge(params, data[key]["ros__parameters"] or {})
+    params.pop("use_sim_time", None)  # a ROS-wide parameter, not ours
+    return params
+
+
+def load_perception_config(
+    path: str | Path | None = None, overrides: Sequence[str] = ()
+) -> PerceptionConfig:
+    """Load the perception config from a plain or ROS-parameter YAML file plus ``a.b=v`` overrides."""
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        data = _unwrap_ros_parameters(read_yaml(path), Path(path))
+        source = str(path)
+    for text in overrides:
+        keys, value = parse_override(text)
+        patch: Any = value
+        for k in reversed(keys):
+            patch = {k: patch}
+        data = merge(data, patch)
+    if overrides:
+        source += " + overrides"
+    return from_dict(PerceptionConfig, data, source=source)
+
+
+def ros_parameters(cfg: PerceptionConfig) -> dict[str, Any]:
+    """Flatten a config into dotted ROS parameter names -> values (tuples become lists)."""
+    from xmask3d_ros.config.schema import to_dict
+
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else k, v)
+        else:
+            flat[prefix] = value
+
+    walk("", to_dict(cfg))
+    return flat
