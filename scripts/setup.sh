@@ -48,7 +48,9 @@ stamp="$XMASK3D_VENV/.xmask3d_requirements.sha256"
 want=$(cat "$ROOT/requirements.txt" "$ROOT/constraints.txt" | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   log "pip: installing requirements.txt (torch pinned by constraints.txt)"
-  "${PIP[@]}" install -q -c "$ROOT/constraints.txt" -r "$ROOT/requirements.txt"
+  # (this machine's pip config lists local index folders that do not exist; drop that noise)
+  "${PIP[@]}" install -q -c "$ROOT/constraints.txt" -r "$ROOT/requirements.txt" \
+    2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
   echo "$want" > "$stamp"
 else
   log "pip: requirements unchanged"

@@ -182,3 +182,53 @@ def test_every_field_is_documented() -> None:
 def test_param_refuses_mutable_defaults() -> None:
     with pytest.raises(TypeError, match="tuple"):
         param([1, 2], "a list default would be shared between instances")
+
+
+# --- model configs -------------------------------------------------------------------------
+
+from xmask3d_ros.config.model import ModelConfig  # noqa: E402
+from xmask3d_ros.config.paths import resolve_model_config  # noqa: E402
+
+
+@pytest.mark.parametrize("name", ["tiny", "paper"])
+def test_shipped_model_configs_load(name: str) -> None:
+    cfg = load_config(ModelConfig, resolve_model_config(name))
+    assert cfg.name == name
+    assert cfg.captioner.cross_attention_dim == cfg.clip.embed_dim
+
+
+def test_paper_config_is_the_reference() -> None:
+    cfg = load_config(ModelConfig, resolve_model_config("paper"))
+    assert cfg.backbone3d.layers == (2, 3, 4, 6, 2, 2, 2, 2)
+    assert cfg.backbone3d.planes == (32, 64, 128, 256, 256, 128, 96, 96)
+    assert cfg.binary3d.planes == (32, 64, 128, 256, 128, 128, 96, 96)
+    assert (cfg.backbone3d.voxel_size_m, cfg.clip.embed_dim) == (0.02, 768)
+    assert (cfg.mask_generator.num_queries, cfg.mask_generator.dec_layers) == (50, 9)
+    assert cfg.mask_generator.mask_shape == (240, 320)
+    assert not cfg.allow_random_init
+
+
+def test_model_config_errors(tmp_path: Path) -> None:
+    path = _write(tmp_path, {"clip": {"embed_dim": 512}, "allow_random_init": True})
+    with pytest.raises(ConfigError, match=r"captioner.cross_attention_dim: 768 must equal clip.embed_dim=512"):
+        load_config(ModelConfig, path)
+    with pytest.raises(ConfigError, match=r"^clip.weights_path: empty, but allow_random_init is false"):
+        load_config(ModelConfig, _write(tmp_path, {"name": "x"}, "noweights.yaml"))
+    with pytest.raises(ConfigError, match=r"planes: .* differs from MinkUNet34C's"):
+        load_config(
+            ModelConfig,
+            _write(tmp_path, {"allow_random_init": True, "backbone3d": {"planes": [8] * 8}}, "p.yaml"),
+        )
+    with pytest.raises(ConfigError, match="unknown model config"):
+        resolve_model_config("huge")
+
+
+def test_every_model_field_is_documented() -> None:
+    def walk(cls: type) -> None:
+        for f in dataclasses.fields(cls):
+            assert field_doc(cls, f.name).strip(), f"{cls.__name__}.{f.name} has no doc"
+            sub = typing.get_type_hints(cls)[f.name]
+            if dataclasses.is_dataclass(sub):
+                walk(sub)
+
+    walk(ModelConfig)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from xmask3d_ros.config.model_3d import Backbone3DCfg
+from xmask3d_ros.config.model_3d import Backbone3DCfg, binary_backbone_cfg
 from xmask3d_ros.config.schema import ConfigError, param, section
 
 __all__ = [
@@ -176,7 +176,9 @@ class ModelConfig:
         False, "permit empty weight paths (random init): tests, demo training"
     )
     backbone3d: Backbone3DCfg = section(Backbone3DCfg, "semantic 3D branch (MinkUNet34C)")
-    binary3d: Backbone3DCfg = section(Backbone3DCfg, "binary head's own 3D network (MinkUNet18A)")
+    binary3d: Backbone3DCfg = section(
+        Backbone3DCfg, "binary head's own 3D network (MinkUNet18A)", default=binary_backbone_cfg
+    )
     binary: BinaryHeadCfg = section(BinaryHeadCfg, "base/novel head")
     clip: ClipCfg = section(ClipCfg, "CLIP text/image encoder")
     diffusion: DiffusionCfg = section(DiffusionCfg, "frozen diffusion feature extractor")

@@ -42,7 +42,7 @@ def resolve_model_config(name_or_path: str) -> Path:
     if not shipped.is_file():
         names = sorted(p.stem for p in (config_dir() / "model").glob("*.yaml"))
         raise ConfigError(
-            f"node.model_config: {name_or_path!r} is neither a YAML path nor a shipped config "
+            f"node.model_config: unknown model config {name_or_path!r}: neither a YAML path nor a shipped one "
             f"(shipped: {', '.join(names)})"
         )
     return shipped

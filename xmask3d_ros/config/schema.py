@@ -91,9 +91,11 @@ def param(
     return dataclasses.field(default=default, metadata=meta)
 
 
-def section(cls: type[T], doc: str) -> Any:
-    """A nested config section, defaulting to ``cls()``."""
-    return dataclasses.field(default_factory=cls, metadata={_META_KEY: _Constraint(doc=doc)})
+def section(cls: type[T], doc: str, *, default: typing.Callable[[], T] | None = None) -> Any:
+    """A nested config section, defaulting to ``default()`` or else ``cls()``."""
+    return dataclasses.field(
+        default_factory=default or cls, metadata={_META_KEY: _Constraint(doc=doc)}
+    )
 
 
 def field_doc(cls: type, name: str) -> str:
@@ -215,9 +217,9 @@ def _build(cls: type[T], data: Mapping[str, Any], prefix: str, source: str) -> T
         kwargs[name] = coerced
     try:
         return cls(**kwargs)
-    except ConfigError as err:  # cross-field checks in __post_init__
-        where = prefix or cls.__name__
-        raise ConfigError(f"{where}: {err} ({source})") from None
+    except ConfigError as err:  # cross-field checks in __post_init__ name their own keys
+        where = f"{prefix}: " if prefix else ""
+        raise ConfigError(f"{where}{err} ({source})") from None
 
 
 def from_dict(cls: type[T], data: Mapping[str, Any] | None, *, source: str = "<dict>") -> T:
