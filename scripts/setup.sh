@@ -62,12 +62,24 @@ if [ "${XMASK3D_SKIP_MINKOWSKI:-0}" != "1" ]; then
 fi
 
 # 5. colcon build: generates the msg interfaces and installs the package into ./install.
+#    Where the wheels lack tf2_msgs (needed to subscribe to /tf), a stand-in with the real
+#    TFMessage definition is built beside it (compat/tf2_msgs/README.md).
+base_paths=("$ROOT")
+if ! "$PY" -c "import tf2_msgs.msg" >/dev/null 2>&1 || [ -d "$ROOT/install/tf2_msgs" ]; then
+  standin="$ROOT/build/standins/tf2_msgs"
+  mkdir -p "$standin/msg"
+  cp "$ROOT/compat/tf2_msgs/msg/TFMessage.msg" "$standin/msg/"
+  cp "$ROOT/compat/tf2_msgs/package.xml.standin" "$standin/package.xml"
+  cp "$ROOT/compat/tf2_msgs/CMakeLists.txt.standin" "$standin/CMakeLists.txt"
+  base_paths+=("$ROOT/build/standins")
+fi
 log "colcon: building into $ROOT/install"
+mkdir -p "$ROOT/log"
 (
   cd "$ROOT"
   export PATH="$XMASK3D_VENV/bin:$PATH" AMENT_PREFIX_PATH="$XMASK3D_VENV"
   unset PYTHONPATH
-  colcon --log-base "$ROOT/log" build --base-paths "$ROOT" \
+  colcon --log-base "$ROOT/log" build --base-paths "${base_paths[@]}" \
     --build-base "$ROOT/build" --install-base "$ROOT/install" \
     --event-handlers console_cohesion- summary- status- \
     --cmake-args -DPython3_EXECUTABLE="$PY" -DBUILD_TESTING=OFF \

@@ -12,6 +12,10 @@ from pathlib import Path
 import pytest
 
 rclpy = pytest.importorskip("rclpy", reason="ROS 2 Jazzy wheels not installed")
+if not os.environ.get("XMASK3D_EXPECT_INSTALL_SPACE"):
+    # From a source tree the generated interfaces do not exist; under scripts/test.sh they
+    # must, so there a missing module is a failure, not a skip.
+    pytest.importorskip("xmask3d_ros.msg", reason="needs the colcon install space (scripts/test.sh)")
 from geometry_msgs.msg import Point  # noqa: E402
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 

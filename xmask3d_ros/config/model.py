@@ -17,6 +17,7 @@ from xmask3d_ros.config.schema import ConfigError, param, section
 __all__ = [
     "BinaryHeadCfg",
     "CaptionerCfg",
+    "ClipArchCfg",
     "ClipCfg",
     "DiffusionCfg",
     "EnsembleCfg",
@@ -28,24 +29,73 @@ __all__ = [
 
 
 @dataclass(frozen=True)
+class ClipArchCfg:
+    """The project's small open_clip architecture (``clip.model_name: tiny``), random init.
+
+    A ViT image tower and a causal text transformer with open_clip's BPE vocabulary; the joint
+    width and input size come from ``clip.embed_dim`` and ``clip.image_size``.
+    """
+
+    patch_size: int = param(8, "ViT patch size in pixels (clip.image_size must be a multiple)", gt=0)
+    vision_width: int = param(64, "ViT token width", gt=0)
+    vision_layers: int = param(2, "ViT transformer blocks", gt=0)
+    vision_head_width: int = param(32, "ViT attention head width (heads = width / head width)", gt=0)
+    text_width: int = param(64, "text transformer width", gt=0)
+    text_layers: int = param(2, "text transformer blocks", gt=0)
+    text_heads: int = param(2, "text transformer heads", gt=0)
+    context_length: int = param(32, "text tokens incl. start/end (longer prompts are cut)", ge=3)
+
+    def __post_init__(self) -> None:
+        if self.vision_width % self.vision_head_width:
+            raise ConfigError(
+                f"vision_width: {self.vision_width} must be divisible by "
+                f"vision_head_width={self.vision_head_width}"
+            )
+        if self.text_width % self.text_heads:
+            raise ConfigError(
+                f"text_width: {self.text_width} must be divisible by text_heads={self.text_heads}"
+            )
+
+
+@dataclass(frozen=True)
 class ClipCfg:
     """open_clip model for class-name text embeddings and MaskCLIP mask embeddings (frozen)."""
 
-    model_name: str = param("ViT-L-14", "open_clip architecture name (reference: ViT-L-14, 224 px)")
+    model_name: str = param(
+        "ViT-L-14",
+        "open_clip architecture name (reference: ViT-L-14, 224 px), or 'tiny' for the small "
+        "architecture of clip.arch",
+    )
     weights_path: str = param(
-        "", "local open_clip checkpoint (.safetensors or .bin); empty = random init"
+        "", "local open_clip checkpoint (.safetensors or .bin/.pt state dict); empty = random init"
     )
     embed_dim: int = param(768, "joint image-text embedding width", gt=0)
     image_size: int = param(224, "CLIP input resolution in pixels (MaskCLIP resizes to it)", gt=0)
+    quick_gelu: bool = param(
+        True, "QuickGELU activations: OpenAI-trained weights (ViT-L-14 'openai') need them"
+    )
+    seed: int = param(0, "torch seed of the random init (only without weights)", ge=0)
     prompt_template: str = param(
         "{}", "text prompt around a class name; the reference embeds raw names ('{}')"
     )
     text_cache_size: int = param(4096, "labels whose text embedding is kept in memory", ge=1)
+    maskclip_blocks: int = param(
+        0,
+        "last ViT blocks in which MaskCLIP mask tokens attend (masked); 0 = every block "
+        "(reference). Earlier blocks run the plain image and the tokens start as copies of CLS",
+        ge=0,
+    )
+    arch: ClipArchCfg = section(ClipArchCfg, "architecture used when model_name is 'tiny'")
 
     def __post_init__(self) -> None:
         if "{}" not in self.prompt_template:
             raise ConfigError(
                 f"prompt_template: {self.prompt_template!r} must contain '{{}}' for the class name"
+            )
+        if self.model_name == "tiny" and self.image_size % self.arch.patch_size:
+            raise ConfigError(
+                f"image_size: {self.image_size} must be a multiple of "
+                f"arch.patch_size={self.arch.patch_size}"
             )
 
 
@@ -61,7 +111,43 @@ class DiffusionCfg:
     image_size: int = param(512, "input resized to this square size (reference: 512)", gt=0)
     timestep: int = param(0, "the single diffusion timestep of the feature pass", ge=0, lt=1000)
     noise_seed: int = param(42, "seed of the fixed noise added to the latent (share_noise)")
-    feature_dim: int = param(512, "channels of each projected multi-scale feature (s2..s5)", gt=0)
+    feature_dim: int = param(
+        512, "channels of each projected multi-scale feature (s2..s5); a multiple of 4", gt=0
+    )
+    checkpoint_projections: bool = param(
+        True, "recompute the feature projections in backward to save memory (reference: on)"
+    )
+    tiny_unet_channels: tuple[int, ...] = param(
+        (32, 32, 64, 64),
+        "UNet block widths of the 'tiny' layout (SD v1's 4 levels, 2 layers per block)",
+        gt=0,
+    )
+    tiny_vae_channels: tuple[int, ...] = param(
+        (32, 32, 64, 64), "VAE block widths of the 'tiny' layout (SD v1's 4 levels)", gt=0
+    )
+    tiny_attention_heads: int = param(2, "UNet attention heads of the 'tiny' layout", gt=0)
+
+    def __post_init__(self) -> None:
+        if self.image_size % 64:
+            raise ConfigError(
+                f"image_size: {self.image_size} must be a multiple of 64 (VAE stride 8 x UNet "
+                "stride 8)"
+            )
+        if self.feature_dim % 4:
+            raise ConfigError(
+                f"feature_dim: {self.feature_dim} must be a multiple of 4 (bottleneck width / 4)"
+            )
+        for key in ("tiny_unet_channels", "tiny_vae_channels"):
+            if len(getattr(self, key)) != 4:
+                raise ConfigError(
+                    f"{key}: {getattr(self, key)} must have 4 widths (SD v1's 4 levels)"
+                )
+        bad = [c for c in self.tiny_unet_channels if c % self.tiny_attention_heads]
+        if bad:
+            raise ConfigError(
+                f"tiny_unet_channels: {self.tiny_unet_channels} must be divisible by "
+                f"tiny_attention_heads={self.tiny_attention_heads}"
+            )
 
 
 @dataclass(frozen=True)
@@ -71,6 +157,13 @@ class CaptionerCfg:
     context_tokens: int = param(77, "length of the cross-attention context (SD text length)", gt=0)
     cross_attention_dim: int = param(768, "width of the UNet's cross-attention context", gt=0)
     time_embed_dim: int = param(1280, "width of the UNet's timestep embedding", gt=0)
+    uncond_path: str = param(
+        "",
+        "safetensors file with the (1, context_tokens, cross_attention_dim) SD text-encoder "
+        "embedding of the empty prompt (made offline by model.captioner."
+        "save_empty_prompt_embedding); empty = a seeded constant, replaced by the one stored "
+        "in weights_path",
+    )
 
 
 @dataclass(frozen=True)
@@ -116,7 +209,14 @@ class BinaryHeadCfg:
         "hard = argmax over base or novel only (reference); soft = PLA's calibration; off",
         choices=("hard", "soft", "off"),
     )
-    threshold: float = param(0.5, "p(base) above which a point / mask counts as base", gt=0, lt=1)
+    threshold: float = param(0.5, "p(base) above which a point counts as base", gt=0, lt=1)
+    mask_threshold: float = param(
+        0.5,
+        "mean p(base) over a mask's points above which the mask may only take base classes "
+        "(reference binary_2d_thresh)",
+        gt=0,
+        lt=1,
+    )
 
 
 @dataclass(frozen=True)
@@ -126,6 +226,13 @@ class EnsembleCfg:
     enabled: bool = param(True, "combine with MaskCLIP probabilities for points inside masks")
     base_ratio: float = param(0.65, "exponent on the fused probability for base classes", ge=0, le=1)
     novel_ratio: float = param(0.35, "exponent on the fused probability for novel classes", ge=0, le=1)
+    mask_keep_score: float = param(
+        0.0,
+        "masks whose best class probability is <= this are dropped before the panoptic clean-up "
+        "(reference scores_keep_thresh: 0 keeps every mask)",
+        ge=0,
+        lt=1,
+    )
 
 
 @dataclass(frozen=True)
@@ -143,6 +250,17 @@ class LossCfg:
     ce_3d_pure: float = param(4.0, "CE of pure-3D point logits", ge=0)
     mask_contra: float = param(0.5, "mask-level cosine regularisation (loss_3d_contra)", ge=0)
     mask_contra_start_epoch: int = param(50, "epoch from which mask_contra is switched on", ge=0)
+    contra_min_points: int = param(10, "mask_contra: a mask needs this many points", ge=1)
+    contra_max_novel: int = param(4, "mask_contra: novel-dominant masks used per view", ge=0)
+    contra_max_base: int = param(1, "mask_contra: base-dominant masks used per view", ge=0)
+    contra_novel_ratio: float = param(
+        1.8, "mask_contra: novel points must exceed this times the other points", ge=0
+    )
+    contra_novel_min: int = param(10, "mask_contra: novel points must exceed this count", ge=0)
+    contra_base_ratio: float = param(
+        20.0, "mask_contra: base points must exceed this times the other points", ge=0
+    )
+    contra_base_min: int = param(150, "mask_contra: base points must exceed this count", ge=0)
     caption_fused: float = param(1.5, "view caption cosine loss on fused features", ge=0)
     caption_3d: float = param(1.0, "view caption cosine loss on pure-3D features", ge=0)
     caption_2d: float = param(4.0, "view caption cosine loss on 2D mask features", ge=0)

@@ -1,0 +1,1 @@
+"""Command-line entry points (``cli/<name>.py:main(argv=None) -> int``)."""
