@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from xmask3d_ros.config.model import ClipCfg
 from xmask3d_ros.model.compat import ensure_torchvision_importable
+from xmask3d_ros.model.errors import WeightsError
 
 __all__ = [
     "CLIP_WEIGHTS_SOURCE",
@@ -54,7 +55,7 @@ _VOCAB_SIZE = 49408  # open_clip's BPE vocabulary (shipped in the wheel)
 _TEXT_BATCH = 256  # labels per encode_text call (reference build_clip_text_embed)
 
 
-class ClipWeightsError(FileNotFoundError):
+class ClipWeightsError(WeightsError):
     """The CLIP weights file is missing or unreadable; the message names file, key and source."""
 
 

@@ -44,6 +44,7 @@ from torch import nn
 
 from xmask3d_ros.config.model import DiffusionCfg
 from xmask3d_ros.config.schema import ConfigError
+from xmask3d_ros.model.errors import WeightsError  # re-exported: its home is errors.py
 from xmask3d_ros.model.pixel_decoder import ConvNorm, group_norm
 
 if TYPE_CHECKING:
@@ -62,10 +63,6 @@ __all__ = [
     "build_vae",
     "check_local_weights",
 ]
-
-
-class WeightsError(FileNotFoundError):
-    """A weights file or folder named in the config is missing or unusable."""
 
 
 # Stable Diffusion v1.x layout (CompVis/stable-diffusion v1-inference.yaml in diffusers terms).
