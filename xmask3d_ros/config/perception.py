@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from xmask3d_ros.config.geometry import DepthCfg, SyncCfg, TfCfg, VisibilityCfg
+from xmask3d_ros.config.mapping import MapCfg
+from xmask3d_ros.config.pipeline import PipelineCfg
 from xmask3d_ros.config.schema import (
     ConfigError,
     from_dict,
@@ -59,8 +61,30 @@ class QueryCfg:
         0.2, "cosine score below which a voxel is 'unknown' (when a query gives 0)", ge=-1, le=1
     )
     min_object_voxels: int = param(10, "smallest connected component reported as an object", ge=1)
-    max_labels: int = param(1000, "queries with more labels are refused with a log line", ge=1)
+    max_labels: int = param(
+        1000, "queries with more labels are refused with a log line (65535 is 'unknown')",
+        ge=1, le=65535,
+    )
     max_label_chars: int = param(200, "longer labels are refused with a log line", ge=1)
+    text_cache_size: int = param(
+        4096, "text embeddings kept per label (least recently used dropped first)", ge=1
+    )
+    compute_dtype: str = param(
+        "float32",
+        "precision of the scoring matrix product over the fp16 features: float32 (exact to "
+        "~1e-6), or bfloat16 (scores within ~2e-3; faster on CPUs with AVX512-BF16/AMX)",
+        choices=("float32", "bfloat16"),
+    )
+    chunk_rows: int = param(
+        2048, "voxels scored per block: the block's converted features stay in the CPU cache",
+        ge=64, le=1_000_000,
+    )
+    threads: int = param(
+        2,
+        "scoring workers: n >= 1 private single-threaded workers taking blocks in turn (robust on "
+        "a shared CPU); 0 = the calling thread with torch's intra-op thread pool",
+        ge=0, le=256,
+    )
 
 
 @dataclass(frozen=True)
@@ -72,6 +96,8 @@ class PerceptionConfig:
     visibility: VisibilityCfg = section(VisibilityCfg, "which map points a frame sees")
     tf: TfCfg = section(TfCfg, "transform buffer")
     sync: SyncCfg = section(SyncCfg, "RGB / depth / camera_info synchronisation")
+    mapping: MapCfg = section(MapCfg, "bounded local voxel map")
+    pipeline: PipelineCfg = section(PipelineCfg, "keyframes and the segmentation worker")
     query: QueryCfg = section(QueryCfg, "text queries")
 
 
