@@ -168,15 +168,17 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
     assert to_dict(cfg)["sync"] == {"queue_size": 10, "slop_s": 0.0, "mode": "exact"}
 
 
-def test_every_field_is_documented() -> None:
-    def walk(cls: type) -> None:
-        for f in dataclasses.fields(cls):
-            assert field_doc(cls, f.name).strip(), f"{cls.__name__}.{f.name} has no doc"
-            sub = typing.get_type_hints(cls)[f.name]
-            if dataclasses.is_dataclass(sub):
-                walk(sub)
+def _assert_documented(cls: type) -> None:
+    """Every field of ``cls`` and of its nested sections carries a doc string."""
+    for f in dataclasses.fields(cls):
+        assert field_doc(cls, f.name).strip(), f"{cls.__name__}.{f.name} has no doc"
+        sub = typing.get_type_hints(cls)[f.name]
+        if dataclasses.is_dataclass(sub):
+            _assert_documented(sub)
 
-    walk(PerceptionConfig)
+
+def test_every_field_is_documented() -> None:
+    _assert_documented(PerceptionConfig)
 
 
 def test_param_refuses_mutable_defaults() -> None:
@@ -224,11 +226,4 @@ def test_model_config_errors(tmp_path: Path) -> None:
 
 
 def test_every_model_field_is_documented() -> None:
-    def walk(cls: type) -> None:
-        for f in dataclasses.fields(cls):
-            assert field_doc(cls, f.name).strip(), f"{cls.__name__}.{f.name} has no doc"
-            sub = typing.get_type_hints(cls)[f.name]
-            if dataclasses.is_dataclass(sub):
-                walk(sub)
-
-    walk(ModelConfig)
+    _assert_documented(ModelConfig)
