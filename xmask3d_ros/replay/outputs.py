@@ -1,0 +1,230 @@
+"""Replay outputs, each written atomically (temporary name in the same folder, then rename).
+
+- ``map.ply``: final map, one vertex per voxel: x y z (map frame, m), red green blue, label
+  (query label index, 65535 = unknown), score (cosine, NaN = no semantics). Binary little-endian.
+- ``semantic_map.mcap/``: a rosbag2 (MCAP) with ``/semantic_cloud`` (sensor_msgs/PointCloud2,
+  fields x y z rgb label score) and ``/query_result`` (std_msgs/String holding the answer as JSON).
+- ``topdown.png``: the map seen from above, coloured by label, with a legend.
+- ``metrics.json`` / ``metrics.md``: with ground truth: the nearest map voxel per GT point gives
+  its predicted label; per-class IoU and mIoU over the query labels that the GT contains.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from xmask3d_ros.pipeline import UNKNOWN_LABEL, QueryAnswer
+
+__all__ = [
+    "PALETTE",
+    "label_colors",
+    "map_coverage",
+    "map_metrics",
+    "pointcloud2_msg",
+    "write_metrics",
+    "write_output_bag",
+    "write_ply",
+    "write_topdown_png",
+]
+
+PALETTE = np.array([
+    [174, 199, 232], [152, 223, 138], [31, 119, 180], [255, 187, 120], [188, 189, 34],
+    [140, 86, 75], [255, 152, 150], [214, 39, 40], [197, 176, 213], [148, 103, 189],
+    [196, 156, 148], [23, 190, 207], [247, 182, 210], [219, 219, 141], [255, 127, 14],
+    [158, 218, 229], [44, 160, 44], [112, 128, 144], [227, 119, 194], [82, 84, 163],
+], dtype=np.uint8)  # fmt: skip
+_UNKNOWN_COLOR = np.array([90, 90, 90], np.uint8)
+
+
+def label_colors(labels: npt.NDArray[np.integer]) -> npt.NDArray[np.uint8]:
+    """(N,) label indices -> (N, 3) uint8 (palette cycles; unknown is grey)."""
+    lab = np.asarray(labels).astype(np.int64)
+    out = PALETTE[lab % len(PALETTE)]
+    out[lab == UNKNOWN_LABEL] = _UNKNOWN_COLOR
+    return out
+
+
+def _atomic_file(path: Path, write: Any) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_ply(path: str | Path, answer: QueryAnswer, colors: npt.NDArray[np.uint8] | None = None) -> Path:
+    """Binary PLY of the answer's voxels (colours: ``colors`` or the label palette)."""
+    from plyfile import PlyData, PlyElement
+
+    n = answer.positions.shape[0]
+    rgb = label_colors(answer.voxel_label) if colors is None else np.asarray(colors, np.uint8)
+    v = np.empty(n, dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"),
+                           ("blue", "u1"), ("label", "<u2"), ("score", "<f4")])
+    v["x"], v["y"], v["z"] = answer.positions.T
+    v["red"], v["green"], v["blue"] = rgb.T
+    v["label"], v["score"] = answer.voxel_label, answer.voxel_score
+    return _atomic_file(Path(path), lambda p: PlyData([PlyElement.describe(v, "vertex")]).write(str(p)))
+
+
+def answer_json(answer: QueryAnswer) -> dict[str, Any]:
+    """The answer's summary (labels, counts, objects) as plain JSON data."""
+    return {
+        "stamp_ns": answer.stamp_ns, "frame_id": answer.frame_id, "min_score": answer.min_score,
+        "dropped_labels": list(answer.dropped_labels),
+        "results": [{
+            "label": r.label, "label_index": r.label_index, "num_voxels": r.num_voxels,
+            "max_score": None if np.isnan(r.max_score) else r.max_score,
+            "objects": [{"score": o.score, "centroid": list(map(float, o.centroid)),
+                         "bbox_min": list(map(float, o.bbox_min)), "bbox_max": list(map(float, o.bbox_max))}
+                        for o in r.objects],
+        } for r in answer.results],
+    }
+
+
+def pointcloud2_msg(ts: Any, answer: QueryAnswer) -> Any:
+    """sensor_msgs/PointCloud2: x y z float32, rgb float32 (packed), label uint16, score float32."""
+    from xmask3d_ros.replay.messages import header_msg
+
+    n = answer.positions.shape[0]
+    dt = np.dtype({"names": ["x", "y", "z", "rgb", "label", "score"],
+                   "formats": ["<f4", "<f4", "<f4", "<u4", "<u2", "<f4"],
+                   "offsets": [0, 4, 8, 12, 16, 20], "itemsize": 24})
+    rgb = label_colors(answer.voxel_label).astype(np.uint32)
+    rec = np.zeros(n, dtype=dt)
+    rec["x"], rec["y"], rec["z"] = answer.positions.T
+    rec["rgb"] = (rgb[:, 0] << 16) | (rgb[:, 1] << 8) | rgb[:, 2]
+    rec["label"], rec["score"] = answer.voxel_label, answer.voxel_score
+    PF = ts.types["sensor_msgs/msg/PointField"]
+    fields = [PF(name=name, offset=off, datatype=typ, count=1) for name, off, typ in
+              (("x", 0, 7), ("y", 4, 7), ("z", 8, 7), ("rgb", 12, 7), ("label", 16, 4), ("score", 20, 7))]
+    return ts.types["sensor_msgs/msg/PointCloud2"](
+        header=header_msg(ts, max(int(answer.stamp_ns), 0), answer.frame_id), height=1, width=n,
+        fields=fields, is_bigendian=False, point_step=24, row_step=24 * n,
+        data=rec.view(np.uint8).reshape(-1), is_dense=True,
+    )
+
+
+def write_output_bag(path: str | Path, answer: QueryAnswer) -> Path:
+    """rosbag2 MCAP folder with ``/semantic_cloud`` and ``/query_result`` at the answer stamp."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    ts = get_typestore(Stores.ROS2_JAZZY)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    tmp.rmdir()  # the Writer creates the folder itself
+    stamp = max(int(answer.stamp_ns), 0)
+    try:
+        with Writer(tmp, version=9, storage_plugin=StoragePlugin.MCAP) as w:
+            c_cloud = w.add_connection("/semantic_cloud", "sensor_msgs/msg/PointCloud2", typestore=ts)
+            c_query = w.add_connection("/query_result", "std_msgs/msg/String", typestore=ts)
+            w.write(c_cloud, stamp, ts.serialize_cdr(pointcloud2_msg(ts, answer), c_cloud.msgtype))
+            text = ts.types["std_msgs/msg/String"](data=json.dumps(answer_json(answer)))
+            w.write(c_query, stamp, ts.serialize_cdr(text, c_query.msgtype))
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def write_topdown_png(path: str | Path, positions: npt.NDArray[np.floating], labels: npt.NDArray[np.integer],
+                      names: Sequence[str], *, title: str = "semantic map (top-down)") -> Path:
+    """Scatter of x/y coloured by label (highest point per pixel drawn last) with a legend."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    pos = np.asarray(positions, dtype=np.float64)
+    lab = np.asarray(labels).astype(np.int64)
+    order = np.argsort(pos[:, 2]) if pos.size else np.empty(0, np.int64)
+    fig, ax = plt.subplots(figsize=(7, 6), dpi=100)
+    ax.scatter(pos[order, 0], pos[order, 1], c=label_colors(lab[order]) / 255.0, s=4, marker="s",
+               linewidths=0)
+    present = sorted(set(lab.tolist()))
+    handles = [Patch(color=label_colors(np.array([i]))[0] / 255.0,
+                     label=names[i] if 0 <= i < len(names) else "unknown") for i in present]
+    if handles:
+        ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
+    ax.set_aspect("equal")
+    ax.set_xlabel("x (m)")
+    ax.set_ylabel("y (m)")
+    ax.set_title(title)
+    fig.tight_layout()
+
+    def save(p: Path) -> None:
+        fig.savefig(p, format="png")
+
+    try:
+        return _atomic_file(Path(path), save)
+    finally:
+        plt.close(fig)
+
+
+def map_metrics(answer: QueryAnswer, labels: Sequence[str], gt_points: npt.NDArray[np.floating],
+                gt_names: Sequence[str], *, max_distance_m: float = float("inf"),
+                novel: Sequence[str] = ()) -> Any:
+    """IoU of the map against labelled GT points: each takes the label of its nearest map voxel
+    (missed when farther than ``max_distance_m`` or unknown). Classes: the query labels present
+    in ``gt_names``; ``novel`` of them form the novel mean, the others the base mean."""
+    from scipy.spatial import cKDTree
+
+    from xmask3d_ros.metrics.confusion import ConfusionMatrix
+
+    labels = list(labels)
+    index = {n: i for i, n in enumerate(labels)}
+    gt = np.array([index.get(n, -1) for n in gt_names], dtype=np.int64)
+    pred = np.full(gt.shape, -1, dtype=np.int64)
+    if answer.positions.shape[0]:
+        dist, nn = cKDTree(answer.positions).query(np.asarray(gt_points, np.float64), k=1)
+        lab = answer.voxel_label[nn].astype(np.int64)
+        ok = (dist <= max_distance_m) & (lab != UNKNOWN_LABEL)
+        pred[ok] = lab[ok]
+    present = sorted(set(gt[gt >= 0].tolist()))
+    cm = ConfusionMatrix.for_indices(len(labels), present)
+    cm.update(gt, pred)
+    nov = [index[n] for n in novel if index.get(n) in present]
+    base = [i for i in present if i not in nov] if nov else []
+    return cm.iou(base=base, novel=nov, names=labels)
+
+
+def map_coverage(positions: npt.NDArray[np.floating], gt_points: npt.NDArray[np.floating],
+                 radius_m: float) -> float:
+    """Fraction of GT points with a map voxel within ``radius_m`` (how much of the scene was seen)."""
+    from scipy.spatial import cKDTree
+
+    if positions.shape[0] == 0 or len(gt_points) == 0:
+        return 0.0
+    dist, _ = cKDTree(positions).query(np.asarray(gt_points, np.float64), k=1)
+    return float(np.mean(dist <= radius_m))
+
+
+def write_metrics(out_dir: str | Path, result: Any, extra: dict[str, Any] | None = None) -> tuple[Path, Path]:
+    """``metrics.json`` and ``metrics.md`` in ``out_dir`` (atomic)."""
+    from xmask3d_ros.metrics.report import markdown_table
+
+    out = Path(out_dir)
+    data = {**result.as_dict(), **(extra or {})}
+    j = _atomic_file(out / "metrics.json", lambda p: p.write_text(json.dumps(data, indent=2), encoding="utf-8"))
+    m = _atomic_file(out / "metrics.md", lambda p: p.write_text(markdown_table(result, "Replay metrics"),
+                                                                encoding="utf-8"))
+    return j, m
