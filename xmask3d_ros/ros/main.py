@@ -1,0 +1,118 @@
+"""Entry point of ``xmask3d_node``: ``main(argv=None) -> int``.
+
+``xmask3d_node [--segmenter xmask3d|ground_truth] [--synthetic-seed N] [--ros-args ...]``
+
+- ``xmask3d`` (default): the XMask3D model of parameter ``node.model_config`` (config/model/<name>.yaml
+  or a YAML path). Until the demo checkpoint exists the weights are random (tiny config): the map is
+  built, but labels are meaningless; this is logged at start-up.
+- ``ground_truth``: a TEST DOUBLE for the synthetic rooms of ``xmask3d_ros.data.synthetic``: the
+  "segmenter" re-renders room ``--synthetic-seed`` at each keyframe's pose and reads the true class
+  labels. Never use it on real data; it must be named explicitly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["main"]
+
+
+def _parse(argv: Sequence[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="xmask3d_node", description=__doc__.split("\n\n")[0])
+    p.add_argument("--segmenter", choices=("xmask3d", "ground_truth"), default="xmask3d",
+                   help="model behind the map (ground_truth: test double for synthetic rooms)")
+    p.add_argument("--synthetic-seed", type=int, default=0,
+                   help="room seed of the ground_truth test double")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="torch device of the XMask3D model (runtime.device of the model config)")
+    p.add_argument("--feature-dim", type=int, default=64,
+                   help="embedding size of the ground_truth test double")
+    return p.parse_args(list(argv))
+
+
+def _ground_truth(cfg: Any, args: argparse.Namespace, log: Any) -> Any:
+    import numpy as np
+
+    from xmask3d_ros.data.classes import SYNTHETIC_CLASSES, SYNTHETIC_RAW_IDS
+    from xmask3d_ros.data.synthetic import generate_room, render_frame
+    from xmask3d_ros.pipeline import GroundTruthSegmenter, PerceptionPipeline, TableTextEncoder
+
+    room = generate_room(args.synthetic_seed)
+    enc = TableTextEncoder(SYNTHETIC_CLASSES, args.feature_dim)
+
+    def label_image(posed: Any) -> Any:
+        cam = posed.frame.camera
+        f = render_frame(room, posed.T_map_cam.matrix, cam.K, cam.width, cam.height)
+        return np.asarray(f.label)
+
+    seg = GroundTruthSegmenter(enc, dict(zip(SYNTHETIC_RAW_IDS, SYNTHETIC_CLASSES)), label_image)
+    log.warning(f"segmenter: ground_truth TEST DOUBLE for synthetic room {args.synthetic_seed} "
+                "(reads true labels; not a model)")
+    return PerceptionPipeline(cfg, seg, enc)
+
+
+def _xmask3d(cfg: Any, args: argparse.Namespace, log: Any) -> Any:
+    from xmask3d_ros.config.model import ModelConfig
+    from xmask3d_ros.config.paths import resolve_model_config
+    from xmask3d_ros.config.schema import load_config
+    from xmask3d_ros.pipeline import PerceptionPipeline
+    from xmask3d_ros.pipeline.xmask3d_segmenter import ClipTextEncoder, XMask3DSegmenter
+
+    mcfg = load_config(ModelConfig, resolve_model_config(cfg.node.model_config),
+                       [f"runtime.device={args.device}"])
+    seg = XMask3DSegmenter.from_config(mcfg)
+    log.warning(f"segmenter: XMask3D '{cfg.node.model_config}' with RANDOMLY INITIALISED weights "
+                "(no demo checkpoint yet): the map is built but its labels are meaningless")
+    return PerceptionPipeline(cfg, seg, ClipTextEncoder(seg.model))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import rclpy
+    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    ros_args = rclpy.utilities.remove_ros_args(["xmask3d_node", *argv])[1:]
+    args = _parse(ros_args)
+    # Our own SIGINT/SIGTERM handling: the executor is stopped first, then the node and the
+    # context, so no callback or executor task runs into a context that is already shut down.
+    rclpy.init(args=["xmask3d_node", *argv],
+               signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
+    stop = threading.Event()
+
+    def on_signal(_signum: int, _frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    node = None
+    executor = None
+    try:
+        from xmask3d_ros.ros.node import PerceptionNode
+
+        log = rclpy.logging.get_logger("xmask3d")
+
+        def make(cfg: Any) -> Any:
+            if args.segmenter == "ground_truth":
+                return _ground_truth(cfg, args, log)
+            return _xmask3d(cfg, args, log)
+
+        node = PerceptionNode(make)
+        executor = MultiThreadedExecutor(num_threads=4)
+        executor.add_node(node)
+        while not stop.is_set() and rclpy.ok():
+            executor.spin_once(timeout_sec=0.1)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not interrupt cleanup
+        if executor is not None:
+            executor.shutdown(timeout_sec=5.0)
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
