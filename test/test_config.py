@@ -227,3 +227,12 @@ def test_model_config_errors(tmp_path: Path) -> None:
 
 def test_every_model_field_is_documented() -> None:
     _assert_documented(ModelConfig)
+
+
+def test_readme_parameter_table_is_generated_from_the_config(repo_root: Path) -> None:
+    from xmask3d_ros.config.perception import parameter_table_markdown
+
+    readme = (repo_root / "README.md").read_text(encoding="utf-8")
+    block = readme.split("<!-- parameters:begin -->\n", 1)[1].split("<!-- parameters:end -->", 1)[0]
+    assert block == parameter_table_markdown(), "run: python scripts/readme_parameters.py"
+    assert "| `node.publish_rate_hz` | `1.0` | > 0 and <= 100 | yes |" in block

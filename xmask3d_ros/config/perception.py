@@ -25,7 +25,21 @@ from xmask3d_ros.config.schema import (
     section,
 )
 
-__all__ = ["NodeCfg", "PerceptionConfig", "QueryCfg", "load_perception_config", "ros_parameters"]
+__all__ = [
+    "DYNAMIC_PARAMETERS",
+    "NodeCfg",
+    "PerceptionConfig",
+    "QueryCfg",
+    "load_perception_config",
+    "parameter_table_markdown",
+    "ros_parameters",
+]
+
+# Parameters the node lets change while it runs (``ros2 param set``); every other one is
+# read-only after start-up. The node reads these on every use (timers are re-created).
+DYNAMIC_PARAMETERS: frozenset[str] = frozenset(
+    {"node.publish_rate_hz", "node.diagnostics_period_s", "node.tf_wait_max_age_s", "query.min_score"}
+)
 
 
 @dataclass(frozen=True)
@@ -151,3 +165,33 @@ def ros_parameters(cfg: PerceptionConfig) -> dict[str, Any]:
 
     walk("", to_dict(cfg))
     return flat
+
+
+def parameter_table_markdown(cfg: PerceptionConfig | None = None) -> str:
+    """The README's parameter table, generated from the dataclasses (so docs cannot drift)."""
+    import dataclasses
+    import typing
+
+    from xmask3d_ros.config.schema import field_constraint
+
+    rows = ["| parameter | default | allowed | dynamic | meaning |", "|---|---|---|---|---|"]
+
+    def walk(section_cfg: Any, prefix: str) -> None:
+        cls = type(section_cfg)
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            name = f"{prefix}.{f.name}" if prefix else f.name
+            value = getattr(section_cfg, f.name)
+            if dataclasses.is_dataclass(value):
+                walk(value, name)
+                continue
+            constraint = field_constraint(cls, f.name)
+            allowed = constraint.describe() if constraint else "any value"
+            if allowed == "any value":
+                allowed = getattr(hints[f.name], "__name__", str(hints[f.name]))
+            doc = (constraint.doc if constraint else "").replace("|", "\\|")
+            dynamic = "yes" if name in DYNAMIC_PARAMETERS else ""
+            rows.append(f"| `{name}` | `{value!r}` | {allowed} | {dynamic} | {doc} |")
+
+    walk(cfg if cfg is not None else PerceptionConfig(), "")
+    return "\n".join(rows) + "\n"

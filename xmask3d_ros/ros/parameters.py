@@ -31,20 +31,14 @@ from rcl_interfaces.msg import (
     SetParametersResult,
 )
 
-from xmask3d_ros.config.perception import PerceptionConfig, ros_parameters
+from xmask3d_ros.config.perception import DYNAMIC_PARAMETERS, PerceptionConfig, ros_parameters
 from xmask3d_ros.config.schema import ConfigError, field_constraint, field_doc, from_dict
 
 __all__ = ["DYNAMIC", "ParamSpec", "PerceptionParameters", "config_from_values", "param_specs"]
 
-# Parameters that may change while the node runs; the node reads them on every use.
-DYNAMIC: frozenset[str] = frozenset(
-    {
-        "node.publish_rate_hz",  # the output timer is re-created
-        "node.diagnostics_period_s",  # the diagnostics timer is re-created
-        "node.tf_wait_max_age_s",  # age limit of frames waiting for TF
-        "query.min_score",  # default threshold of queries that give 0
-    }
-)
+# Parameters that may change while the node runs (declared in the config layer, documented in
+# the README's generated parameter table); the node reads them on every use.
+DYNAMIC: frozenset[str] = DYNAMIC_PARAMETERS
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _ROS_TYPE = {
