@@ -2,16 +2,16 @@
 # Build MinkowskiEngine 0.5.4 from source (CPU only, OpenBLAS) into a wheel cache outside the
 # repository, then install it into a venv. Idempotent: skips every step already done.
 #
-#   scripts/build_minkowski.sh [VENV]        (VENV defaults to /work/main/.venv)
+#   scripts/build_minkowski.sh VENV          (scripts/setup.sh passes the project venv)
 #
-# Env: XMASK3D_ME_JOBS (parallel compile jobs, default: nproc), XDG_CACHE_HOME.
+# Env: XMASK3D_ME_JOBS (parallel compile jobs, default: nproc), XMASK3D_CACHE (see setup.sh).
 # ME is an optional reference backend (model.backbone3d.backend: minkowski); the product path is
 # the pure-PyTorch backend (torch_native), which needs none of this.
 set -euo pipefail
 
-VENV="${1:-/work/main/.venv}"
+VENV="${1:?usage: build_minkowski.sh VENV}"
 PY="${VENV}/bin/python"
-CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/xmask3d_ros/wheels"
+CACHE="${XMASK3D_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/xmask3d_ros}/wheels"
 ME_VERSION="0.5.4"
 # ME 0.5.4 does `from collections import Sequence` (removed in Python 3.10).
 IMPORT_CHECK='import collections, collections.abc, warnings
