@@ -83,8 +83,24 @@ class XMask3DSegmenter:
         cls, cfg: ModelConfig, *, vocabulary: Vocabulary | None = None, seed: int | None = 0
     ) -> XMask3DSegmenter:
         """Build the model of ``cfg`` (local weights only) on ``runtime.device``; pair it with
-        ``ClipTextEncoder(segmenter.model)``. ``seed``: see :func:`build_model`."""
-        return cls(build_model(cfg, seed=seed), vocabulary=vocabulary)
+        ``ClipTextEncoder(segmenter.model)``. ``seed``: see :func:`build_model`.
+
+        ``runtime.head_runtime`` other than ``torch`` puts the dense heads on the exported
+        graphs / engines of ``runtime.engine_dir``
+        (:func:`~xmask3d_ros.export.model_adapter.with_head_runtime`); the runtime checks the
+        folder, manifest, config and weights here, so a missing or mismatched export fails at
+        start-up, not at the first keyframe.
+        """
+        model = build_model(cfg, seed=seed)
+        if cfg.runtime.head_runtime != "torch":
+            from xmask3d_ros.export.graphs import parts_from_model
+            from xmask3d_ros.export.model_adapter import with_head_runtime
+            from xmask3d_ros.export.runtime import build_head_runtime
+
+            model = model.to(resolve_device(cfg.runtime)).eval()
+            runtime = build_head_runtime(cfg, parts=parts_from_model(model))
+            model = with_head_runtime(model, runtime)
+        return cls(model, vocabulary=vocabulary)
 
     @property
     def feature_dim(self) -> int:
