@@ -236,3 +236,17 @@ def test_readme_parameter_table_is_generated_from_the_config(repo_root: Path) ->
     block = readme.split("<!-- parameters:begin -->\n", 1)[1].split("<!-- parameters:end -->", 1)[0]
     assert block == parameter_table_markdown(), "run: python scripts/readme_parameters.py"
     assert "| `node.publish_rate_hz` | `1.0` | > 0 and <= 100 | yes |" in block
+
+
+def test_jetson_orin_profile_loads_and_fits_its_memory_budget() -> None:
+    from xmask3d_ros.config.schema import load_config as load
+
+    cfg = load_perception_config(config_dir() / "jetson_orin.yaml")
+    model = load(ModelConfig, resolve_model_config(cfg.node.model_config))
+    assert model.runtime.head_runtime == "tensorrt" and model.runtime.dtype == "float16"
+    assert model.backbone3d.planes == load(ModelConfig, resolve_model_config("paper")).backbone3d.planes
+    # map features: max_voxels x (61 + 2 D) bytes (LocalVoxelMap.bytes_per_voxel) stay < 256 MiB
+    from xmask3d_ros.mapping.voxel_map import LocalVoxelMap
+
+    per_voxel = LocalVoxelMap.bytes_per_voxel(model.clip.embed_dim)
+    assert cfg.mapping.max_voxels * per_voxel < 256 * 2**20
