@@ -113,3 +113,16 @@ def test_summary_of_two_boxes() -> None:
     assert s.score[order] == pytest.approx([0.5, 0.8])
     assert s.centroid[order[1]] == pytest.approx([1.15, 0.15, 0.15])
     assert s.key_min[order[1]].tolist() == [10, 0, 0] and s.key_max[order[1]].tolist() == [12, 2, 2]
+
+
+def test_one_palette_for_every_output_with_distinct_colours() -> None:
+    from xmask3d_ros.pipeline.answers import UNKNOWN_LABEL
+    from xmask3d_ros.pipeline.palette import PALETTE, UNKNOWN_RGB, label_colors
+    from xmask3d_ros.replay import outputs
+
+    assert len({tuple(c) for c in PALETTE.tolist()}) == len(PALETTE) == 40
+    assert tuple(UNKNOWN_RGB) not in {tuple(c) for c in PALETTE.tolist()}
+    colors = label_colors(np.array([0, 39, 40, UNKNOWN_LABEL]))
+    assert colors[0].tolist() == colors[2].tolist() == PALETTE[0].tolist()
+    assert colors[3].tolist() == list(UNKNOWN_RGB)
+    assert outputs.label_colors is label_colors  # replay pictures/PLY use the node's colours

@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from xmask3d_ros.pipeline import UNKNOWN_LABEL, QueryAnswer
+from xmask3d_ros.pipeline.palette import PALETTE, label_colors
 
 __all__ = [
     "PALETTE",
@@ -35,23 +36,6 @@ __all__ = [
     "write_ply",
     "write_topdown_png",
 ]
-
-PALETTE = np.array([
-    [174, 199, 232], [152, 223, 138], [31, 119, 180], [255, 187, 120], [188, 189, 34],
-    [140, 86, 75], [255, 152, 150], [214, 39, 40], [197, 176, 213], [148, 103, 189],
-    [196, 156, 148], [23, 190, 207], [247, 182, 210], [219, 219, 141], [255, 127, 14],
-    [158, 218, 229], [44, 160, 44], [112, 128, 144], [227, 119, 194], [82, 84, 163],
-], dtype=np.uint8)  # fmt: skip
-_UNKNOWN_COLOR = np.array([90, 90, 90], np.uint8)
-
-
-def label_colors(labels: npt.NDArray[np.integer]) -> npt.NDArray[np.uint8]:
-    """(N,) label indices -> (N, 3) uint8 (palette cycles; unknown is grey)."""
-    lab = np.asarray(labels).astype(np.int64)
-    out = PALETTE[lab % len(PALETTE)]
-    out[lab == UNKNOWN_LABEL] = _UNKNOWN_COLOR
-    return out
-
 
 def _atomic_file(path: Path, write: Any) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -146,8 +130,14 @@ def write_output_bag(path: str | Path, answer: QueryAnswer) -> Path:
 
 
 def write_topdown_png(path: str | Path, positions: npt.NDArray[np.floating], labels: npt.NDArray[np.integer],
-                      names: Sequence[str], *, title: str = "semantic map (top-down)") -> Path:
-    """Scatter of x/y coloured by label (highest point per pixel drawn last) with a legend."""
+                      names: Sequence[str], *, title: str = "semantic map (top-down)",
+                      clip_height_m: float = 1.8) -> Path:
+    """Top-down view coloured by label, with a legend.
+
+    Points more than ``clip_height_m`` above the floor (the 2nd percentile of z) are left out, as
+    a floor plan cuts the ceiling away; labelled points are drawn after unknown ones and higher
+    points after lower ones, so each pixel shows the highest labelled surface below the cut.
+    """
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -156,7 +146,10 @@ def write_topdown_png(path: str | Path, positions: npt.NDArray[np.floating], lab
 
     pos = np.asarray(positions, dtype=np.float64)
     lab = np.asarray(labels).astype(np.int64)
-    order = np.argsort(pos[:, 2]) if pos.size else np.empty(0, np.int64)
+    if pos.size:
+        keep = pos[:, 2] <= np.percentile(pos[:, 2], 2.0) + clip_height_m
+        pos, lab = pos[keep], lab[keep]
+    order = np.lexsort((pos[:, 2], lab != UNKNOWN_LABEL)) if pos.size else np.empty(0, np.int64)
     fig, ax = plt.subplots(figsize=(7, 6), dpi=100)
     ax.scatter(pos[order, 0], pos[order, 1], c=label_colors(lab[order]) / 255.0, s=4, marker="s",
                linewidths=0)

@@ -27,6 +27,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from xmask3d_ros.msg import LabelResult, QueryResult, SemanticObject
 from xmask3d_ros.pipeline.answers import UNKNOWN_LABEL, QueryAnswer
+from xmask3d_ros.pipeline.palette import UNKNOWN_RGB, label_colors
 
 __all__ = [
     "QUERY_CLOUD_DTYPE",
@@ -72,19 +73,6 @@ _POINTFIELD_TYPE = {
 }
 _NUMPY_TYPE = {v: k for k, v in _POINTFIELD_TYPE.items()}
 
-# Fixed palette (tab20-like, 0..255): label i takes _PALETTE[i % 20]; unknown is grey.
-_PALETTE = np.array(
-    [
-        (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
-        (140, 86, 75), (227, 119, 194), (188, 189, 34), (23, 190, 207), (174, 199, 232),
-        (255, 187, 120), (152, 223, 138), (255, 152, 150), (197, 176, 213), (196, 156, 148),
-        (247, 182, 210), (219, 219, 141), (158, 218, 229), (57, 59, 121), (99, 121, 57),
-    ],
-    dtype=np.uint8,
-)
-UNKNOWN_RGB = (128, 128, 128)
-
-
 def stamp_from_ns(ns: int) -> Time:
     """builtin_interfaces/Time from integer nanoseconds (>= 0)."""
     ns = max(int(ns), 0)
@@ -99,14 +87,6 @@ def stamp_to_ns(stamp: Time) -> int:
 def header(frame_id: str, stamp_ns: int) -> Header:
     """std_msgs/Header in ``frame_id`` at ``stamp_ns``."""
     return Header(frame_id=frame_id, stamp=stamp_from_ns(stamp_ns))
-
-
-def label_colors(labels: npt.NDArray[np.integer]) -> npt.NDArray[np.uint8]:
-    """(N,) label indices -> (N, 3) uint8 RGB from the fixed palette (unknown = grey)."""
-    labels = np.asarray(labels)
-    rgb = _PALETTE[labels.astype(np.int64) % len(_PALETTE)]
-    rgb[labels == UNKNOWN_LABEL] = UNKNOWN_RGB
-    return rgb
 
 
 def pack_rgb(rgb: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
