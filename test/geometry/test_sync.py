@@ -117,6 +117,10 @@ def test_reset_and_validation() -> None:
     sync.add(0, 50, 3)
     assert sync.add(1, 50, 4) == [(3, 4)]
     assert sync.stats.as_dict()["dropped"] == 1
+    sync.add(0, 60, 5)
+    sync.add(0, 70, 6)  # two queued, unmatched ...
+    sync.reset()  # ... are counted when a reset throws them away
+    assert sync.stats.dropped_reset == 2 and sync.stats.dropped == 3
     with pytest.raises(IndexError):
         sync.add(2, 0, None)
     for kwargs in ({"num_streams": 0, "queue_size": 1}, {"num_streams": 2, "queue_size": 0},

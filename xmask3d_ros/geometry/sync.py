@@ -43,11 +43,13 @@ class SyncStats:
     older_than_last_emitted: int = 0  # arrived with a stamp <= its stream's last emitted stamp
     duplicate_stamp: int = 0  # replaced by a later message with the same stamp on the same stream
     out_of_slop: int = 0  # discarded unmatched: a newer set was emitted first
+    dropped_reset: int = 0  # still queued when reset() was called (time jumped back)
 
     @property
     def dropped(self) -> int:
         """Messages that will never be part of an emitted set."""
-        return self.queue_overflow + self.older_than_last_emitted + self.duplicate_stamp + self.out_of_slop
+        return (self.queue_overflow + self.older_than_last_emitted + self.duplicate_stamp
+                + self.out_of_slop + self.dropped_reset)
 
     def as_dict(self) -> dict[str, int]:
         return {**dataclasses.asdict(self), "dropped": self.dropped}
@@ -188,6 +190,7 @@ class TimeSynchronizer:
     def reset(self) -> None:
         """Drop queued messages and the last-emitted stamps (after a time jump); keeps stats."""
         with self._lock:
+            self.stats.dropped_reset += sum(len(s) for s in self._stamps)
             for s, i in zip(self._stamps, self._items):
                 s.clear()
                 i.clear()
