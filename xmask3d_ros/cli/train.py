@@ -30,16 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from xmask3d_ros.config.schema import ConfigError, load_config
-    from xmask3d_ros.config.training import TrainCfg
+    from xmask3d_ros.cli._training_config import load_training_config
 
-    try:
-        cfg = load_config(TrainCfg, args.config, args.overrides)
-    except ConfigError as err:
-        print(f"xmask3d-train: {err}", file=sys.stderr)
+    cfg = load_training_config("xmask3d-train", args.config, args.overrides)
+    if cfg is None:
         return 2
-    import torch
-
     from xmask3d_ros.data.scannet_layout import ScanNetFormatError
     from xmask3d_ros.model.errors import WeightsError
     from xmask3d_ros.model.xmask3d import XMask3D
@@ -47,8 +42,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     from xmask3d_ros.training.trainer import Trainer, latest_checkpoint
     from xmask3d_ros.training.views import ViewDataset
 
-    if cfg.torch_threads:
-        torch.set_num_threads(cfg.torch_threads)
     try:
         val = (ViewDataset(cfg.data, cfg.data.val_split, seed=cfg.seed)
                if cfg.eval_every_epochs else None)
