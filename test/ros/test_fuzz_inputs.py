@@ -368,24 +368,15 @@ def test_fuzz_10000_messages_in_process(ctx) -> None:
 
 
 # ----------------------------------------------------------------------------- over DDS
-def test_dds_fuzz_smoke(tmp_path) -> None:
+def test_dds_fuzz_smoke(tmp_path, installed_node) -> None:
     """~200 mutated messages over DDS to the installed node process; it stays up and answers."""
-    import shutil
     import signal
     import subprocess
 
     from xmask3d_ros.msg import QueryResult
     from xmask3d_ros.ros import qos
 
-    domain = os.environ.get("ROS_DOMAIN_ID") or str(50 + os.getpid() % 40)
-    env = dict(os.environ, ROS_DOMAIN_ID=domain, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
-               PYTHONUNBUFFERED="1")
-    os.environ.update(ROS_DOMAIN_ID=domain, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
-    exe = shutil.which("xmask3d_node")
-    assert exe, "xmask3d_node is not on PATH (build with scripts/setup.sh)"
-    install = os.environ.get("XMASK3D_EXPECT_INSTALL_SPACE")
-    if install:
-        assert exe.startswith(install), f"{exe} is not the installed executable under {install}"
+    exe, env = installed_node
     log = tmp_path / "node.log"
     fh = open(log, "w")
     proc = subprocess.Popen(

@@ -141,16 +141,8 @@ class _Client:
 
 
 @pytest.fixture(scope="module")
-def session(tmp_path_factory):
-    domain = os.environ.get("ROS_DOMAIN_ID") or str(50 + os.getpid() % 40)
-    env = dict(os.environ, ROS_DOMAIN_ID=domain, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
-               PYTHONUNBUFFERED="1")
-    os.environ.update(ROS_DOMAIN_ID=domain, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
-    exe = shutil.which("xmask3d_node")
-    assert exe, "xmask3d_node is not on PATH (build with scripts/setup.sh)"
-    install = os.environ.get("XMASK3D_EXPECT_INSTALL_SPACE")
-    if install:
-        assert exe.startswith(install), f"{exe} is not the installed executable under {install}"
+def session(tmp_path_factory, installed_node):
+    exe, env = installed_node
     log = tmp_path_factory.mktemp("node") / "node.log"
     fh = open(log, "w")
     proc = subprocess.Popen(
