@@ -54,6 +54,7 @@ setup(
             "xmask3d-replay = xmask3d_ros.cli.replay:main",
             "xmask3d-train = xmask3d_ros.cli.train:main",
             "xmask3d-eval = xmask3d_ros.cli.evaluate:main",
+            "xmask3d-train-demo = xmask3d_ros.cli.train_demo:main",
             "xmask3d-export = xmask3d_ros.cli.export:main",
         ],
     },

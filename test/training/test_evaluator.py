@@ -35,3 +35,25 @@ def test_evaluate_scene_and_view(synth_root: Path, tmp_path: Path) -> None:
     files = write_reports(scene, tmp_path, "tiny, random init")
     data = json.loads(files[1].read_text())
     assert data["views"] == scene.views and np.isfinite(data["miou_base"])
+
+
+def test_pure_3d_features_classify_the_3d_branch_alone(synth_root: Path) -> None:
+    """features=pure_3d: labels = gated softmax of cos(3D feature, text), no mask term."""
+    import torch
+
+    from xmask3d_ros.model.heads import cosine_logits, gate_probabilities
+    from xmask3d_ros.training.evaluator import _predict
+
+    ds = ViewDataset(from_dict(DataCfg, data_overrides(synth_root)), "train", seed=0)
+    model = build_model(load_config(ModelConfig, resolve_model_config("tiny")), seed=0).eval()
+    vocab, to_label = partition_vocabulary(ds.partition)
+    v = ds.views_of_scene(ds.scene_names[0])[0]
+    got = _predict(model, v, vocab, to_label, "pure_3d")
+    out = model.infer(v.image, v.points, v.colors, v.rows, v.cols, vocabulary=vocab)
+    logits = cosine_logits(out.feat_3d, model.text_embeddings(vocab.names), out.logit_scale)
+    probs = gate_probabilities(torch.log_softmax(logits, -1), out.p_base,
+                               vocab.base_mask(), model.cfg.binary.gating,
+                               threshold=model.cfg.binary.threshold)
+    np.testing.assert_array_equal(got, to_label[probs.argmax(-1).numpy()])
+    fused = _predict(model, v, vocab, to_label, "fused")
+    assert not np.array_equal(fused, got)  # the 2D branch changes covered points

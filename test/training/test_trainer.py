@@ -53,3 +53,20 @@ def test_resume_reproduces_the_loss_curve(synth_root: Path, tmp_path: Path) -> N
         assert a["lr_3d"] == pytest.approx(b["lr_3d"])
     lines = (tmp_path / "b" / "metrics.csv").read_text().splitlines()
     assert lines[0].startswith("epoch,iteration,lr_3d,loss") and len(lines) == 5
+
+
+def test_metrics_csv_widens_when_a_loss_switches_on(synth_root: Path, tmp_path: Path) -> None:
+    cfg = from_dict(TrainCfg, {
+        "model_config": "tiny", "out_dir": str(tmp_path), "epochs": 2, "batch_size": 2,
+        "seed": 11, "progress": False, "checkpoint_every_epochs": 5,
+        "model_overrides": ["loss.mask_contra_start_epoch=1", "loss.num_points=256"],
+        "data": data_overrides(synth_root),
+    })
+    Trainer(cfg).fit()
+    import csv
+
+    with (tmp_path / "metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 and "loss_3d_contra" in rows[0]
+    assert rows[0]["loss_3d_contra"] == "" and float(rows[1]["loss_3d_contra"]) >= 0.0
+    assert rows[0]["loss"] and rows[1]["loss"]  # the earlier row survived the rewrite

@@ -66,6 +66,26 @@ class EvalCfg:
         choices=("scene", "view"),
     )
     ensemble: bool = param(True, "use the MaskCLIP geometric ensemble and base/novel gating")
+    features: str = param(
+        "fused",
+        "point features classified: 'fused' (2D mask + 3D, the model) or 'pure_3d' (the 3D "
+        "branch alone: the 'without 2D branch' ablation)",
+        choices=("fused", "pure_3d"),
+    )
+
+
+@dataclass(frozen=True)
+class ClipPretrainCfg:
+    """Region-text pretraining of a tiny CLIP (the demo's stand-in for web-scale CLIP)."""
+
+    steps: int = param(1500, "optimiser steps", ge=1)
+    batch_views: int = param(16, "frames per step (every class region of each is a sample)", ge=1)
+    lr: float = param(2e-3, "AdamW peak learning rate", gt=0)
+    weight_decay: float = param(0.05, "AdamW weight decay", ge=0)
+    warmup_steps: int = param(100, "linear warm-up steps", ge=0)
+    min_region_pixels: int = param(24, "a class region needs this many pixels", ge=1)
+    seed: int = param(11, "seed of the frame draws and flips", ge=0)
+    log_every: int = param(100, "log a line every N steps", ge=1)
 
 
 @dataclass(frozen=True)
@@ -98,3 +118,41 @@ class TrainCfg:
     progress: bool = param(True, "print a progress line per iteration")
     data: DataCfg = section(DataCfg, "dataset and view selection")
     eval: EvalCfg = section(EvalCfg, "evaluation protocol")
+
+
+@dataclass(frozen=True)
+class DemoDataCfg:
+    """The synthetic rooms of the demo recipe (ScanNet layout, seeds disjoint per split)."""
+
+    root: str = param("data/demo", "dataset folder (generated when missing)")
+    train_seed: int = param(1000, "seed of the first training room", ge=0)
+    train_rooms: int = param(240, "training rooms", ge=1)
+    val_seed: int = param(5000, "seed of the first held-out room", ge=0)
+    val_rooms: int = param(16, "held-out rooms (evaluation)", ge=1)
+    frames_per_room: int = param(12, "rendered views per room", ge=1)
+    width: int = param(96, "image width in pixels", gt=0)
+    height: int = param(72, "image height in pixels", gt=0)
+    point_spacing_m: float = param(0.05, "spacing of the labelled surface points", gt=0)
+
+    def __post_init__(self) -> None:
+        train = range(self.train_seed, self.train_seed + self.train_rooms)
+        val = range(self.val_seed, self.val_seed + self.val_rooms)
+        if set(train) & set(val):
+            raise ConfigError(f"val_seed: held-out rooms {val} overlap the training rooms {train}")
+
+
+@dataclass(frozen=True)
+class DemoRecipeCfg:
+    """``xmask3d-train-demo``: rooms -> tiny CLIP pretraining -> XMask3D on base labels ->
+    held-out evaluation with ablations -> the committed demo checkpoint."""
+
+    out_dir: str = param("runs/demo", "run folder (data stamp, CLIP, both trainings, reports)")
+    checkpoint_dir: str = param("models/demo", "where the finished checkpoint is written")
+    workers: int = param(2, "processes: room generation, and the ablation trains beside the "
+                         "main model when >= 2", ge=1)
+    data: DemoDataCfg = section(DemoDataCfg, "synthetic rooms")
+    clip: ClipPretrainCfg = section(ClipPretrainCfg, "tiny CLIP region-text pretraining")
+    train: TrainCfg = section(TrainCfg, "XMask3D training (data.root is set to data.root)")
+    ablation_overrides: tuple[str, ...] = param(
+        ("loss.mask_contra=0",), "model overrides of the 'without mask-level regularisation' run"
+    )

@@ -132,19 +132,24 @@ def build_model(
     return model
 
 
-def save_pretrained(model: XMask3D, directory: str | Path) -> Path:
+def save_pretrained(
+    model: XMask3D, directory: str | Path, *, dtype: torch.dtype | None = None
+) -> Path:
     """Write ``<directory>/config.yaml`` and ``<directory>/model.safetensors``; returns the folder.
 
     The config is the model's with ``weights_path`` cleared (the weights are beside it); the
     metadata records ``model.build_seed`` so random-init frozen parts rebuild identically. Files
     are written to temporaries and renamed, so a crash never leaves a half-written checkpoint.
+    ``dtype`` (e.g. float16 for a shipped inference checkpoint) casts the floating-point
+    tensors; loading casts them back to the model's dtype.
     """
     from safetensors.torch import save_file
 
     folder = Path(directory).expanduser()
     folder.mkdir(parents=True, exist_ok=True)
     state = {
-        k: v.detach().to("cpu").contiguous().clone()
+        k: v.detach().to("cpu", dtype if dtype is not None and v.is_floating_point() else v.dtype)
+        .contiguous().clone()
         for k, v in model.trainable_state_dict().items()
     }
     tmp_weights = folder / (WEIGHTS_FILE + ".tmp")
@@ -163,7 +168,8 @@ def from_pretrained(directory: str | Path, overrides: Sequence[str] = ()) -> XMa
     """Build the model of ``<directory>/config.yaml`` and load ``model.safetensors`` (strict).
 
     ``overrides`` (``key.path=value``) adapt the saved config, e.g. to point
-    ``clip.weights_path`` at this machine's CLIP file.
+    ``clip.weights_path`` at this machine's CLIP file. A relative ``clip.weights_path`` is
+    resolved against ``directory`` (a checkpoint shipping its own CLIP, like the demo's).
     """
     folder = Path(directory).expanduser()
     cfg_file = folder / CONFIG_FILE
@@ -173,6 +179,11 @@ def from_pretrained(directory: str | Path, overrides: Sequence[str] = ()) -> XMa
         )
     weights = _checkpoint_file(folder, "from_pretrained")
     cfg = load_config(ModelConfig, cfg_file, overrides)
+    clip_path = Path(cfg.clip.weights_path).expanduser()
+    if cfg.clip.weights_path and not clip_path.is_absolute():
+        # a checkpoint that ships its own CLIP (the demo) names it relative to its folder
+        clip = dataclasses.replace(cfg.clip, weights_path=str(folder / clip_path))
+        cfg = dataclasses.replace(cfg, clip=clip)
     return build_model(
         dataclasses.replace(cfg, weights_path=str(weights)), seed=_saved_seed(weights)
     )

@@ -307,6 +307,11 @@ class ClipModel(nn.Module):
         A mask covering no patch yields the attention of its token to the class token only (the
         reference behaves the same way); the result is always finite.
         """
+        return self.mask_embeddings_with_grad(image, mask_logits)
+
+    def mask_embeddings_with_grad(self, image: Tensor, mask_logits: Tensor) -> Tensor:
+        """:meth:`mask_embeddings` without ``no_grad``: the region-text pretraining of the
+        demo's tiny CLIP (:mod:`xmask3d_ros.training.clip_pretrain`) trains through it."""
         if mask_logits.ndim != 4 or mask_logits.shape[0] != image.shape[0]:
             raise ValueError(
                 f"mask_logits must be (B, Q, h, w) with B={image.shape[0]}, got "

@@ -442,12 +442,12 @@ class XMask3D(nn.Module):
         )
         if vocabulary is not None and text is not None:
             with _stage(timings, "fusion", dev):
-                result.update(self._classify(fused, mask_clip, point_mask, p_base, text,
+                result.update(self.classify_points(fused, mask_clip, point_mask, p_base, text,
                                              vocabulary, scale))
                 result["mask_labels"] = pan.labels[kept]
         return KeyframeOutput(**result)
 
-    def _classify(
+    def classify_points(
         self,
         fused: Tensor,
         mask_clip: Tensor,
@@ -455,9 +455,12 @@ class XMask3D(nn.Module):
         p_base: Tensor | None,
         text: Tensor,
         vocabulary: Vocabulary,
-        scale: Tensor,
+        scale: Tensor | float,
     ) -> dict[str, Any]:
-        """Point labels: geometric ensemble with MaskCLIP (§1.12), then base/novel gating."""
+        """Point labels: geometric ensemble with MaskCLIP (§1.12), then base/novel gating.
+
+        ``point_mask`` -1 everywhere (or ``ensemble.enabled`` False) leaves the features'
+        own probabilities; the evaluator's pure-3D ablation passes ``feat_3d`` that way."""
         base = vocabulary.base_mask(fused.device)
         fused_logits = cosine_logits(fused, text, scale)
         clip_logits = cosine_logits(mask_clip, text, scale)  # the model's scale, as reference

@@ -61,10 +61,16 @@ def _ensemble(model: XMask3D, enabled: bool) -> Iterator[None]:
 
 
 def _predict(model: XMask3D, v: ViewSample, vocab: Vocabulary,
-             to_label: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+             to_label: npt.NDArray[np.int64], features: str) -> npt.NDArray[np.int64]:
     out = model.infer(v.image, v.points, v.colors, v.rows, v.cols, vocabulary=vocab)
-    assert out.labels is not None
-    return np.asarray(to_label[out.labels.cpu().numpy()], dtype=np.int64)
+    labels = out.labels
+    if features == "pure_3d":  # the 3D branch alone: no mask feature, no MaskCLIP term
+        none = torch.full_like(out.point_mask, -1)
+        labels = model.classify_points(out.feat_3d, out.mask_clip, none, out.p_base,
+                                       model.text_embeddings(vocab.names), vocab,
+                                       out.logit_scale)["labels"]
+    assert labels is not None
+    return np.asarray(to_label[labels.cpu().numpy()], dtype=np.int64)
 
 
 @torch.no_grad()
@@ -85,14 +91,14 @@ def evaluate(model: XMask3D, dataset: ViewDataset, cfg: EvalCfg, *,
             n_views += len(views)
             if cfg.mode == "view":
                 for v in views:
-                    cm.update(v.labels, _predict(model, v, vocab, to_label))
+                    cm.update(v.labels, _predict(model, v, vocab, to_label, cfg.features))
                 continue
             scene = dataset.scene(name)
             n = len(scene.points)
             votes = np.zeros((n, nc), dtype=np.int32)
             gt_votes = np.zeros((n, nc + 1), dtype=np.int32)
             for v in views:
-                np.add.at(votes, (v.point_index, _predict(model, v, vocab, to_label)), 1)
+                np.add.at(votes, (v.point_index, _predict(model, v, vocab, to_label, cfg.features)), 1)
                 lab = np.where((v.labels >= 0) & (v.labels < nc), v.labels, nc)
                 np.add.at(gt_votes, (v.point_index, lab), 1)
             seen = votes.sum(axis=1) > 0

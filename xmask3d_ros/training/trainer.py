@@ -187,12 +187,27 @@ class Trainer:
         return row
 
     def _log(self, row: dict[str, float], name: str = "metrics.csv") -> None:
+        """Append ``row``; a column seen for the first time (a loss switched on at a later
+        epoch) rewrites the file once with the wider header, earlier rows left empty there."""
         path = self.out_dir / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        new = not path.is_file()
+        header: list[str] = []
+        if path.is_file():
+            with path.open(newline="", encoding="utf-8") as f:
+                header = next(csv.reader(f), [])
+        if header and not set(row) <= set(header):
+            with path.open(newline="", encoding="utf-8") as f:
+                old_rows = list(csv.DictReader(f))
+            header += [k for k in row if k not in header]
+            tmp = path.with_suffix(path.suffix + ".tmp")
+            with tmp.open("w", newline="", encoding="utf-8") as f:
+                w = csv.DictWriter(f, fieldnames=header)
+                w.writeheader()
+                w.writerows(old_rows)
+            tmp.replace(path)
         with path.open("a", newline="", encoding="utf-8") as f:
-            w = csv.DictWriter(f, fieldnames=list(row), extrasaction="ignore")
-            if new:
+            w = csv.DictWriter(f, fieldnames=header or list(row))
+            if not header:
                 w.writeheader()
             w.writerow(row)
 
