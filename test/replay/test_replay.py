@@ -248,7 +248,7 @@ def test_cli_outputs(scene: dict[str, Any], tmp_path: Path, capsys: pytest.Captu
     (f,) = sorted((out / "semantic_map.mcap").glob("*.mcap"))
     with open(f, "rb") as fh:
         topics = {ch.topic for _, ch, _ in make_reader(fh).iter_messages()}
-    assert topics == {"/semantic_cloud", "/query_result"}
+    assert topics == {"/semantic_cloud", "/query_result", "/tf", "/tf_static"}  # TF copied from the input
     assert main([str(tmp_path / "nope"), "--out", str(out), "--segmenter", "ground_truth",
                  "--gt", str(scene["paths"]["mcap"]) + ".gt.npz", "--quiet"]) == 2
     assert "does not exist" in capsys.readouterr().err

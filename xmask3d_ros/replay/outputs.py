@@ -3,7 +3,11 @@
 - ``map.ply``: final map, one vertex per voxel: x y z (map frame, m), red green blue, label
   (query label index, 65535 = unknown), score (cosine, NaN = no semantics). Binary little-endian.
 - ``semantic_map.mcap/``: a rosbag2 (MCAP) with ``/semantic_cloud`` (sensor_msgs/PointCloud2,
-  fields x y z rgb label score) and ``/query_result`` (std_msgs/String holding the answer as JSON).
+  fields x y z rgb label score) and ``/query_result`` (std_msgs/String holding the answer as JSON),
+  plus the input bag's ``/tf`` and ``/tf_static`` messages of the replayed range, copied with their
+  topics, types, log times, bytes and recorded QoS (so it plays beside the input bag in RViz).
+- ``overlays/overlay_NN_<stamp>.png``: keyframe images with the map's labels alpha-blended over
+  the pixels whose back-projected depth falls on a labelled map voxel, and a legend.
 - ``topdown.png``: the map seen from above, coloured by label, with a legend.
 - ``metrics.json`` / ``metrics.md``: with ground truth: the nearest map voxel per GT point gives
   its predicted label; per-class IoU and mIoU over the query labels that the GT contains.
@@ -32,7 +36,10 @@ __all__ = [
     "map_metrics",
     "pointcloud2_msg",
     "write_metrics",
+    "label_pixels",
+    "overlay_image",
     "write_output_bag",
+    "write_overlays",
     "write_ply",
     "write_topdown_png",
 ]
@@ -102,8 +109,14 @@ def pointcloud2_msg(ts: Any, answer: QueryAnswer) -> Any:
     )
 
 
-def write_output_bag(path: str | Path, answer: QueryAnswer) -> Path:
-    """rosbag2 MCAP folder with ``/semantic_cloud`` and ``/query_result`` at the answer stamp."""
+def write_output_bag(path: str | Path, answer: QueryAnswer, *, tf_messages: Sequence[Any] = (),
+                     tf_qos: dict[str, list[Any]] | None = None) -> Path:
+    """rosbag2 MCAP folder with ``/semantic_cloud`` and ``/query_result`` at the answer stamp.
+
+    ``tf_messages`` (``BagMessage`` of the reader: topic, msgtype, log_time_ns, raw CDR bytes or
+    the message) are copied with their topic, type and log time; ``tf_qos`` gives each topic's
+    recorded QoS profiles (``/tf_static`` is transient-local, which players need to latch it).
+    """
     from rosbags.rosbag2 import StoragePlugin, Writer
     from rosbags.typesys import Stores, get_typestore
 
@@ -120,6 +133,15 @@ def write_output_bag(path: str | Path, answer: QueryAnswer) -> Path:
             w.write(c_cloud, stamp, ts.serialize_cdr(pointcloud2_msg(ts, answer), c_cloud.msgtype))
             text = ts.types["std_msgs/msg/String"](data=json.dumps(answer_json(answer)))
             w.write(c_query, stamp, ts.serialize_cdr(text, c_query.msgtype))
+            conns: dict[str, Any] = {}
+            for m in tf_messages:
+                conn = conns.get(m.topic)
+                if conn is None:
+                    qos = list((tf_qos or {}).get(m.topic, []))
+                    conn = conns[m.topic] = w.add_connection(m.topic, m.msgtype, typestore=ts,
+                                                             offered_qos_profiles=qos)
+                data = m.raw if m.raw is not None else ts.serialize_cdr(m.msg, m.msgtype)
+                w.write(conn, int(m.log_time_ns), data)
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)
@@ -221,3 +243,92 @@ def write_metrics(out_dir: str | Path, result: Any, extra: dict[str, Any] | None
     m = _atomic_file(out / "metrics.md", lambda p: p.write_text(markdown_table(result, "Replay metrics"),
                                                                 encoding="utf-8"))
     return j, m
+
+
+def label_pixels(posed: Any, positions: npt.NDArray[np.floating], labels: npt.NDArray[np.integer],
+                 voxel_size_m: float) -> npt.NDArray[np.int64]:
+    """(H, W) label index of each pixel of ``posed`` (a PosedFrame): its depth back-projected into
+    the map frame takes the label of the nearest map voxel centre within ``voxel_size_m``; -1 where
+    no depth or no voxel is that close (``UNKNOWN_LABEL`` for unknown voxels)."""
+    from scipy.spatial import cKDTree
+
+    frame = posed.frame
+    out = np.full(frame.depth_m.shape, -1, dtype=np.int64)
+    pos = np.asarray(positions, dtype=np.float64)
+    if pos.shape[0] == 0:
+        return out
+    pts, pix = frame.camera.backproject(frame.depth_m)
+    if pts.shape[0] == 0:
+        return out
+    dist, nn = cKDTree(pos).query(posed.T_map_cam.apply(pts), k=1,
+                                  distance_upper_bound=float(voxel_size_m))
+    ok = np.isfinite(dist)
+    out.reshape(-1)[pix[ok]] = np.asarray(labels).astype(np.int64)[nn[ok]]
+    return out
+
+
+def overlay_image(rgb: npt.NDArray[np.uint8], pixel_labels: npt.NDArray[np.integer], *,
+                  alpha: float = 0.5) -> npt.NDArray[np.uint8]:
+    """``rgb`` with the palette colour of each labelled pixel (>= 0) alpha-blended over it:
+    ``round((1 - alpha) * rgb + alpha * colour)``; pixels labelled -1 are left as they are."""
+    img = np.asarray(rgb, dtype=np.uint8)
+    lab = np.asarray(pixel_labels)
+    if lab.shape != img.shape[:2]:
+        raise ValueError(f"labels are {lab.shape}, image is {img.shape[:2]}")
+    out = img.copy()
+    sel = lab >= 0
+    if sel.any():
+        col = label_colors(lab[sel]).astype(np.float32)
+        blended = (1.0 - alpha) * img[sel].astype(np.float32) + alpha * col
+        out[sel] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+    return out
+
+
+def _draw_legend(img: npt.NDArray[np.uint8], present: Sequence[int], names: Sequence[str]) -> Any:
+    """Legend (swatch + name per label, the most frequent first) in the top-left corner, on a
+    translucent dark box; labels that do not fit are summarised as '+N more'. Returns the PIL
+    image and the box (x0, y0, x1, y1)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    pil = Image.fromarray(img).convert("RGBA")
+    if not present:
+        return pil.convert("RGB"), (0, 0, 0, 0)
+    font = ImageFont.load_default()
+    probe = ImageDraw.Draw(pil)
+    line_h = max(10, int(probe.textbbox((0, 0), "Ag", font=font)[3]) + 3)
+    fits = max(1, (img.shape[0] - 8) // line_h)
+    rows = list(present)
+    text = [names[i] if 0 <= i < len(names) else "unknown" for i in rows]
+    if len(rows) > fits:
+        rows, text = rows[: fits - 1], text[: fits - 1] + [f"+{len(rows) - fits + 1} more"]
+    sw = line_h - 3
+    width = 4 + sw + 4 + max(int(probe.textlength(t, font=font)) for t in text) + 4
+    box = (2, 2, 2 + width, 2 + 4 + line_h * len(text))
+    layer = Image.new("RGBA", pil.size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(layer)
+    draw.rectangle(box, fill=(0, 0, 0, 150))
+    colours = label_colors(np.array(rows, dtype=np.int64)) if rows else np.empty((0, 3), np.uint8)
+    for k, t in enumerate(text):
+        y = box[1] + 3 + k * line_h
+        if k < len(rows):
+            c = tuple(int(v) for v in colours[k])
+            draw.rectangle((box[0] + 4, y, box[0] + 4 + sw, y + sw), fill=(*c, 255))
+        draw.text((box[0] + 8 + sw, y - 1), t, fill=(255, 255, 255, 255), font=font)
+    return Image.alpha_composite(pil, layer).convert("RGB"), box
+
+
+def write_overlays(out_dir: str | Path, frames: Sequence[Any], answer: QueryAnswer, names: Sequence[str],
+                   voxel_size_m: float, *, alpha: float = 0.5) -> list[Path]:
+    """One PNG per posed frame in ``out_dir`` (``overlay_NN_<stamp>.png``, the image's size): the
+    map's labels blended over the image (:func:`label_pixels`, :func:`overlay_image`) and a legend
+    of the labels seen in it. Returns the paths."""
+    paths = []
+    for k, posed in enumerate(frames):
+        lab = label_pixels(posed, answer.positions, answer.voxel_label, voxel_size_m)
+        img = overlay_image(posed.frame.rgb, lab, alpha=alpha)
+        found, counts = np.unique(lab[lab >= 0], return_counts=True)
+        present = [int(found[i]) for i in np.argsort(-counts, kind="stable")]
+        pil, _ = _draw_legend(img, present, names)
+        name = f"overlay_{k:02d}_{int(posed.stamp_ns)}.png"
+        paths.append(_atomic_file(Path(out_dir) / name, lambda p, im=pil: im.save(p, format="PNG")))
+    return paths

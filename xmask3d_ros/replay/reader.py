@@ -52,12 +52,18 @@ class BagTopics:
 
 @dataclasses.dataclass(frozen=True)
 class BagMessage:
-    """One deserialised message with its role ('rgb', 'depth', 'camera_info', 'tf', 'tf_static')."""
+    """One deserialised message with its role ('rgb', 'depth', 'camera_info', 'tf', 'tf_static').
+
+    TF messages of a rosbag2 also keep their serialised CDR bytes (``raw``) and type, so they can
+    be copied unchanged into an output bag; ``raw`` is None for the other roles.
+    """
 
     role: str
     topic: str
     log_time_ns: int
     msg: Any
+    msgtype: str = ""
+    raw: bytes | None = None
 
 
 def _is_depth_name(topic: str) -> bool:
@@ -166,6 +172,9 @@ class BagSource:
         roles.update({t: "tf" for t in self.topics.tf})
         roles.update({t: "tf_static" for t in self.topics.tf_static})
         self._roles = roles
+        self._keep_raw = bool(getattr(self._reader, "is2", True))  # CDR bytes (rosbag2) copy as-is
+        self._qos = {c.topic: list(getattr(c.ext, "offered_qos_profiles", None) or [])
+                     for c in self._reader.connections if c.topic in roles}
         self.start_ns, self.end_ns = int(self._reader.start_time), int(self._reader.end_time)
 
     def messages(self, start_ns: int | None = None, stop_ns: int | None = None) -> Iterator[BagMessage]:
@@ -186,9 +195,15 @@ class BagSource:
                 except Exception as err:  # noqa: BLE001 - any CDR failure is a corrupt record
                     raise BagError("corrupt", f"bag {self.path}: message on {conn.topic} at "
                                               f"{t / 1e9:.3f} s does not deserialise: {err}") from err
-                yield BagMessage(role, conn.topic, int(t), msg)
+                keep = self._keep_raw and role in ("tf", "tf_static")
+                yield BagMessage(role, conn.topic, int(t), msg, conn.msgtype, bytes(raw) if keep else None)
         except _ROSBAGS_ERRORS as err:
             raise _explain(self.path, err, "reading messages") from err
+
+    def offered_qos(self, topic: str) -> list[Any]:
+        """The QoS profiles the recorder saw offered on ``topic`` (rosbags ``Qos``; may be empty)."""
+        qos = self._qos.get(topic, [])
+        return [q for q in qos if not isinstance(q, str)] if isinstance(qos, list) else []
 
     def close(self) -> None:
         self._reader.close()

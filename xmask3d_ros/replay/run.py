@@ -14,16 +14,52 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from xmask3d_ros.config.perception import PerceptionConfig
+from xmask3d_ros.geometry.frame import PosedFrame
 from xmask3d_ros.geometry.tf_buffer import InvalidTransformError, TfBuffer
 from xmask3d_ros.geometry.transforms import SE3
 from xmask3d_ros.mapping import VoxelMapSnapshot
 from xmask3d_ros.pipeline import PerceptionPipeline, PipelineStats, QueryAnswer, Segmenter, TextEncoder
 from xmask3d_ros.pipeline.decode import DecodeError, transforms_from_tf
 from xmask3d_ros.pipeline.ingest import FrameAssembler
-from xmask3d_ros.replay.reader import BagTopics, open_bag
+from xmask3d_ros.replay.reader import BagMessage, BagTopics, open_bag
 
-__all__ = ["ReplayReport", "replay_bag"]
+__all__ = ["EvenSampler", "ReplayReport", "evenly_spaced", "replay_bag"]
+
+
+class EvenSampler:
+    """Keeps at most ``capacity`` evenly spaced items of a stream of unknown length.
+
+    Items 0, s, 2s, ... are kept with stride s = 1, 2, 4, ...: whenever the list overflows, every
+    other kept item is dropped and the stride doubles, so memory stays bounded on long bags.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        self.capacity = int(capacity)
+        self.items: list[Any] = []
+        self._stride, self._seen = 1, 0
+
+    def add(self, item: Any) -> None:
+        if self._seen % self._stride == 0:
+            self.items.append(item)
+            if len(self.items) > self.capacity:
+                self.items = self.items[::2]
+                self._stride *= 2
+        self._seen += 1
+
+
+def evenly_spaced(items: Sequence[Any], n: int) -> list[Any]:
+    """``n`` evenly spaced elements of ``items`` (first and last included), in order."""
+    if n <= 0 or not items:
+        return []
+    if n >= len(items):
+        return list(items)
+    idx = np.unique(np.rint(np.linspace(0, len(items) - 1, n)).astype(np.int64))
+    return [items[int(i)] for i in idx]
 
 
 class _BufferLookup:
@@ -57,6 +93,11 @@ class ReplayReport:
     snapshot: VoxelMapSnapshot  # the final map
     answer: QueryAnswer | None  # query of ``labels`` on the final map
     wall_s: float
+    # /tf and /tf_static messages read (in the replayed range; tf_static from the start), in
+    # log-time order, with their CDR bytes; and the QoS each TF topic was recorded with
+    tf_messages: list[BagMessage] = dataclasses.field(default_factory=list)
+    tf_qos: dict[str, list[Any]] = dataclasses.field(default_factory=dict)
+    keyframe_frames: list[PosedFrame] = dataclasses.field(default_factory=list)  # evenly spaced sample
 
     def summary(self) -> str:
         drops = ", ".join(f"{k}={v}" for k, v in sorted(self.dropped.items()) if v) or "none"
@@ -83,10 +124,15 @@ def replay_bag(
     every: int = 1,
     topics: dict[str, str] | None = None,
     progress: Callable[[int], None] | None = None,
+    keep_tf: bool = True,
+    keep_keyframes: int = 0,
 ) -> ReplayReport:
     """Replay ``bag``; ``start_s``/``duration_s`` cut it (seconds from its start), ``every`` keeps
     every N-th posed frame. ``topics`` may name ``rgb``, ``depth``, ``camera_info``. ``gt`` is
-    accepted for the caller's metrics and not used here. Raises ``BagError`` for unusable bags.
+    accepted for the caller's metrics and not used here. ``keep_tf``: keep the TF messages read
+    (``ReplayReport.tf_messages``, for the output bag). ``keep_keyframes`` > 0: keep an evenly
+    spaced sample of up to that many keyframes (``ReplayReport.keyframe_frames``, for overlay
+    pictures; bounded memory on long bags). Raises ``BagError`` for unusable bags.
     """
     del gt
     if int(every) < 1:
@@ -99,6 +145,8 @@ def replay_bag(
     buf = TfBuffer(cfg.tf.cache_duration_s)
     fa = FrameAssembler(cfg, _BufferLookup(buf, cfg.tf.lookup_tolerance_ns))
     posed_n = used = skipped = 0
+    tf_msgs: list[BagMessage] = []
+    sampler = EvenSampler(keep_keyframes) if keep_keyframes > 0 else None
     with open_bag(bag, **(topics or {})) as src, PerceptionPipeline(cfg, segmenter, text_encoder) as pipe:
         start_ns = src.start_ns + int(round(start_s * 1e9))
         stop_ns = None if duration_s is None else start_ns + int(round(duration_s * 1e9))
@@ -107,6 +155,8 @@ def replay_bag(
             counts[m.role] += 1
             t0 = time.perf_counter()
             if m.role in ("tf", "tf_static"):
+                if keep_tf:
+                    tf_msgs.append(m)
                 try:
                     records = transforms_from_tf(m.msg)
                 except DecodeError:
@@ -130,8 +180,10 @@ def replay_bag(
                     skipped += 1
                     continue
                 t0 = time.perf_counter()
-                pipe.step(posed)
+                step = pipe.step(posed)
                 timings["pipeline"] += time.perf_counter() - t0
+                if sampler is not None and step.keyframe:
+                    sampler.add(posed)
                 used += 1
                 if progress is not None:
                     progress(1)
@@ -141,6 +193,7 @@ def replay_bag(
         snapshot = pipe.snapshot()
         stats = pipe.stats
         topics_used, notes = src.topics, list(src.notes)
+        tf_qos = {t: src.offered_qos(t) for t in (*src.topics.tf, *src.topics.tf_static)}
     ingest = fa.stats
     dropped = {k: ingest.get(k, 0) for k in _DROP_KEYS}
     dropped.update({k: v for k, v in ingest.items() if k.startswith(("decode_error_", "rejected_"))})
@@ -152,5 +205,6 @@ def replay_bag(
         frames_used=used, keyframes=stats.keyframes, dropped=dropped, ingest=ingest,
         tf={**buf.stats, "tf_invalid": tf_invalid},
         timings_ms={k: v * 1e3 for k, v in timings.items()}, pipeline=stats, snapshot=snapshot,
-        answer=answer, wall_s=time.perf_counter() - t_start,
+        answer=answer, wall_s=time.perf_counter() - t_start, tf_messages=tf_msgs, tf_qos=tf_qos,
+        keyframe_frames=sampler.items if sampler is not None else [],
     )
