@@ -250,3 +250,21 @@ def test_jetson_orin_profile_loads_and_fits_its_memory_budget() -> None:
 
     per_voxel = LocalVoxelMap.bytes_per_voxel(model.clip.embed_dim)
     assert cfg.mapping.max_voxels * per_voxel < 256 * 2**20
+
+
+def test_override_words_off_on_stay_words_for_strings() -> None:
+    """``binary.gating=off`` on a command line is the choice 'off', not YAML's False; a bool
+    field still takes on/off, and a bare off in a YAML file gets an explanation."""
+    from xmask3d_ros.config.model import ModelConfig
+    from xmask3d_ros.config.paths import resolve_model_config
+    from xmask3d_ros.config.schema import ConfigError, from_dict, load_config, parse_override
+
+    assert parse_override("binary.gating=off") == (["binary", "gating"], "off")
+    assert parse_override("binary.enabled=false") == (["binary", "enabled"], False)
+    cfg = load_config(ModelConfig, resolve_model_config("tiny"),
+                      ["binary.gating=off", "ensemble.enabled=off"])
+    assert cfg.binary.gating == "off" and cfg.ensemble.enabled is False
+    import pytest
+
+    with pytest.raises(ConfigError, match="quote it"):
+        from_dict(ModelConfig, {"binary": {"gating": False}})

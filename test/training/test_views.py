@@ -143,3 +143,27 @@ def test_pth_is_never_unpickled(tmp_path: Path) -> None:
     assert str(path) in str(err.value)
     assert not Path("/tmp/xmask3d_views_pwned").exists()
     assert torch.is_grad_enabled()
+
+
+def test_augmentation_moves_only_the_3d_input(synth_root: Path) -> None:
+    from .conftest import data_overrides
+
+    plain = ViewDataset(from_dict(DataCfg, data_overrides(synth_root)), "train", seed=4)
+    jitter = ViewDataset(from_dict(DataCfg, {**data_overrides(synth_root), "augment": True}),
+                         "train", seed=4)
+    a, b = plain.sample(1, 3), jitter.sample(1, 3)
+    np.testing.assert_array_equal(a.point_index, b.point_index)  # same draw
+    np.testing.assert_array_equal(a.labels, b.labels)
+    np.testing.assert_array_equal(a.rows, b.rows)
+    assert not np.allclose(a.points, b.points)
+    # a similarity transform: every pairwise distance scales by one factor in [0.9, 1.1]
+    i, j = np.random.default_rng(0).integers(0, len(a.points), size=(2, 200))
+    da = np.linalg.norm(a.points[i] - a.points[j], axis=1)
+    db = np.linalg.norm(b.points[i] - b.points[j], axis=1)
+    ok = da > 0.1
+    ratio = db[ok] / da[ok]
+    assert 0.9 <= ratio.mean() <= 1.1 and np.ptp(ratio) < 1e-4
+    # the turn is about z (up to pi/64 tilt): heights barely change relative to each other
+    dz_a = a.points[i, 2] - a.points[j, 2]
+    dz_b = b.points[i, 2] - b.points[j, 2]
+    assert np.abs(dz_b / ratio.mean() - dz_a).max() < 0.1 * da.max()

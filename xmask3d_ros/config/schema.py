@@ -177,6 +177,8 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
     if tp is Any:
         return value
     if tp is bool:
+        if isinstance(value, str) and value.lower() in _YAML11_BOOLS:
+            return _YAML11_BOOLS[value.lower()]
         if not isinstance(value, bool):
             raise ConfigError(f"{key}: expected bool, got {type(value).__name__} {value!r} ({source})")
         return value
@@ -191,6 +193,11 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
             )
         return float(value)
     if tp is str:
+        if isinstance(value, bool):  # a bare off/on/yes/no in a YAML file
+            raise ConfigError(
+                f"{key}: expected str, got bool {value!r} ({source}); YAML reads a bare "
+                "off/on/yes/no as a boolean: quote it, e.g. 'off'"
+            )
         if not isinstance(value, str):
             raise ConfigError(f"{key}: expected str, got {type(value).__name__} {value!r} ({source})")
         return value
@@ -244,6 +251,9 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return typing.cast(dict[str, Any], plain(cfg))
 
 
+_YAML11_BOOLS = {"on": True, "yes": True, "off": False, "no": False}
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """Split ``a.b.c=value`` into the key path and the YAML-parsed value."""
     if "=" not in text:
@@ -256,6 +266,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as err:
         raise ConfigError(f"{key}: cannot parse value {raw!r}: {err} (command line)") from None
+    if isinstance(value, bool) and raw.strip().lower() not in ("true", "false"):
+        # gating=off is the word "off" (a bool field still accepts it, see _coerce)
+        value = raw.strip()
     return path, value
 
 

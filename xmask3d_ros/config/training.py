@@ -43,6 +43,10 @@ class DataCfg:
     eval_frame_stride: int = param(1, "evaluation uses every N-th accepted frame", ge=1)
     border_px: int = param(10, "visibility test: pixels kept clear of the border", ge=0)
     depth_tolerance_rel: float = param(0.25, "visibility test: relative depth tolerance", gt=0)
+    augment: bool = param(
+        False, "training draws: random rotation (full turn about z) and scale of the 3D input "
+        "(the reference voxelizer's jitter)"
+    )
 
     def __post_init__(self) -> None:
         if self.max_visible <= self.min_visible:
@@ -68,9 +72,10 @@ class EvalCfg:
     ensemble: bool = param(True, "use the MaskCLIP geometric ensemble and base/novel gating")
     features: str = param(
         "fused",
-        "point features classified: 'fused' (2D mask + 3D, the model) or 'pure_3d' (the 3D "
-        "branch alone: the 'without 2D branch' ablation)",
-        choices=("fused", "pure_3d"),
+        "point features classified: 'fused' (2D mask + 3D, the model), 'pure_3d' (the 3D "
+        "branch alone: the 'without 2D branch' ablation) or 'map' (the feature the segmenter "
+        "writes into the map, ensemble.map_clip_ratio; plain cosine argmax as a map query)",
+        choices=("fused", "pure_3d", "map"),
     )
 
 

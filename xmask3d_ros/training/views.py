@@ -10,13 +10,14 @@ PinholeCamera` on the depth image (10 px border, 25 % relative depth tolerance).
 The image given to the model is the colour frame resized to the depth resolution, so a visible
 point's depth pixel is also its image pixel (raw ScanNet: 1296x968 colour -> 640x480). Every
 random draw comes from ``numpy.random.default_rng((seed, epoch, index))``, so a sample depends
-only on its coordinates: resuming a run reproduces it exactly. The reference's random rotation,
-scale and voxel shift (§1.1) are not applied (the synthetic rooms need none).
+only on its coordinates: resuming a run reproduces it exactly. ``augment`` applies the reference's
+random rotation and scale of the 3D input (§1.1) to training draws (never to evaluation views).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -185,11 +186,26 @@ class ViewDataset:
             frame = scene.frames.frames[int(rng.integers(len(scene.frames.frames)))]
             v = self.view(scene, frame)
             if v is not None:
-                return v
+                return self._augment(v, rng) if self.cfg.augment else v
         raise ScanNetFormatError(
             f"{name}: no frame passed the view selection in {self.cfg.max_tries} tries "
             f"(visible in ({self.cfg.min_visible}, {self.cfg.max_visible}), labelled > "
             f"{self.cfg.min_labelled})")
+
+    @staticmethod
+    def _augment(v: ViewSample, rng: np.random.Generator) -> ViewSample:
+        """The reference voxelizer's training jitter of the 3D input (§1.1): a full turn about
+        z, up to pi/64 about x and y, scale in [0.9, 1.1]. Pixels and labels are unchanged
+        (they were found before), so only the 3D branch sees the transformed points."""
+        az = rng.uniform(-np.pi, np.pi)
+        ax, ay = rng.uniform(-np.pi / 64, np.pi / 64, size=2)
+        cz, sz, cx, sx, cy, sy = np.cos(az), np.sin(az), np.cos(ax), np.sin(ax), np.cos(ay), np.sin(ay)
+        rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
+        rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
+        ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+        m = (rz @ rx @ ry) * rng.uniform(0.9, 1.1)
+        pts = (v.points.astype(np.float64) @ m.T).astype(np.float32)
+        return dataclasses.replace(v, points=pts)
 
     def views_of_scene(self, name: str) -> list[ViewSample]:
         """Every ``eval_frame_stride``-th frame passing the inference filter (§1.2)."""
