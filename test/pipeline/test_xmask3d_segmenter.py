@@ -110,9 +110,19 @@ def test_features_for_exactly_the_visible_points(segmenter: XMask3DSegmenter,
     out = segmenter.last_output
     assert out is not None and out.covered.any()
     assert set(segmenter.last_timings) == {"3d", "2d", "clip", "fusion"}
-    # points inside a mask carry a fused feature, the others their pure-3D feature
-    f3 = out.feat_3d.numpy()
-    assert np.array_equal(res.features[~out.covered.numpy()], f3[~out.covered.numpy()])
+    # points inside a mask carry the unit fused feature blended with their mask's unit MaskCLIP
+    # embedding (ensemble.map_clip_ratio), the others their unit pure-3D feature
+    def unit(x: np.ndarray) -> np.ndarray:
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    cov_pts = out.covered.numpy()
+    f3 = unit(out.feat_3d.numpy())
+    np.testing.assert_allclose(res.features[~cov_pts], f3[~cov_pts], rtol=1e-5, atol=1e-6)
+    r = segmenter.model.cfg.ensemble.map_clip_ratio
+    assert 0 < r < 1
+    clip = unit(out.mask_clip.numpy())[out.point_mask.numpy()[cov_pts]]
+    want = (1 - r) * unit(out.fused.numpy()[cov_pts]) + r * clip
+    np.testing.assert_allclose(res.features[cov_pts], want, rtol=1e-5, atol=1e-6)
 
 
 def test_deterministic_in_eval_mode(segmenter: XMask3DSegmenter, frames: list[PosedFrame]) -> None:

@@ -233,6 +233,14 @@ class EnsembleCfg:
         ge=0,
         lt=1,
     )
+    map_clip_ratio: float = param(
+        0.5,
+        "weight of the MaskCLIP embedding in the feature a covered point writes into the map "
+        "(the vocabulary-free ensemble: with one ratio for every class the geometric ensemble's "
+        "argmax is the cosine argmax of the blended unit vectors); 0 = fused features only",
+        ge=0,
+        le=1,
+    )
 
 
 @dataclass(frozen=True)

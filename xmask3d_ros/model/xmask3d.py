@@ -153,6 +153,22 @@ class KeyframeOutput:
     point_probs: Tensor | None = None  # (Nv, C) after ensemble and gating
     labels: Tensor | None = None  # (Nv,) int64 argmax of point_probs
 
+    def map_features(self, clip_ratio: float) -> Tensor:
+        """(Nv, E) what a point contributes to a map: unit fused feature blended with the unit
+        MaskCLIP embedding of its mask (weight ``clip_ratio``) where a mask covers it.
+
+        For one ratio r, ``r log softmax(s cos(f, t)) + (1 - r) log softmax(s cos(m, t))``
+        differs from ``s t . (r f/|f| + (1 - r) m/|m|)`` by a per-point constant: the
+        reference's geometric ensemble (§1.12) without per-class ratios, and without needing
+        the vocabulary when the feature is stored.
+        """
+        fused = torch.nn.functional.normalize(self.fused.float(), dim=-1)
+        if clip_ratio <= 0 or self.mask_clip.shape[0] == 0:
+            return fused
+        clip = torch.nn.functional.normalize(self.mask_clip.float(), dim=-1)
+        blended = (1.0 - clip_ratio) * fused + clip_ratio * clip[self.point_mask.clamp_min(0)]
+        return torch.where((self.point_mask >= 0)[:, None], blended, fused)
+
     def image_masks(self) -> Tensor:
         """(K, H, W) bool final masks at image resolution (nearest mask-grid cell)."""
         h, w = self.image_hw

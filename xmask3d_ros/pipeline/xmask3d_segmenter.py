@@ -146,7 +146,7 @@ class XMask3DSegmenter:
             )
         return SegmentationResult(
             covered=out.point_index.cpu().numpy().astype(np.int64, copy=False),
-            features=out.fused.float().cpu().numpy(),
+            features=out.map_features(self.model.cfg.ensemble.map_clip_ratio).cpu().numpy(),
             weights=None,
             mask_embeddings=out.mask_clip.float().cpu().numpy(),
             masks=out.image_masks().cpu().numpy(),

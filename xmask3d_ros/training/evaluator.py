@@ -69,6 +69,9 @@ def _predict(model: XMask3D, v: ViewSample, vocab: Vocabulary,
         labels = model.classify_points(out.feat_3d, out.mask_clip, none, out.p_base,
                                        model.text_embeddings(vocab.names), vocab,
                                        out.logit_scale)["labels"]
+    elif features == "map":  # what a map query sees: cosine argmax, no gating
+        text = torch.nn.functional.normalize(model.text_embeddings(vocab.names), dim=-1)
+        labels = (out.map_features(model.cfg.ensemble.map_clip_ratio) @ text.T).argmax(-1)
     assert labels is not None
     return np.asarray(to_label[labels.cpu().numpy()], dtype=np.int64)
 
