@@ -213,3 +213,17 @@ def test_criterion_weights_every_loss() -> None:
         "loss_explicit_contra_3d", "loss_explicit_contra_2d_pre", "loss_binary",
     }
     assert all(torch.isfinite(v) for v in out.values())
+
+
+def test_weighted_point_ce_matches_a_hand_computed_mean() -> None:
+    from xmask3d_ros.model.losses import point_ce_losses
+
+    logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 3.0]])
+    labels = torch.tensor([0, 1, 2])  # 2 = ignore (the null column)
+    w = torch.tensor([1.0, 3.0, 1.0])
+    out = point_ce_losses(logits, logits, labels, 2, w)
+    nll = -torch.log_softmax(logits, -1)
+    want = (1.0 * nll[0, 0] + 3.0 * nll[1, 1]) / 4.0
+    torch.testing.assert_close(out["loss_3d"], want)
+    plain = point_ce_losses(logits, logits, labels, 2)["loss_3d"]
+    torch.testing.assert_close(plain, (nll[0, 0] + nll[1, 1]) / 2)

@@ -6,6 +6,7 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -70,3 +71,34 @@ def test_metrics_csv_widens_when_a_loss_switches_on(synth_root: Path, tmp_path: 
     assert len(rows) == 2 and "loss_3d_contra" in rows[0]
     assert rows[0]["loss_3d_contra"] == "" and float(rows[1]["loss_3d_contra"]) >= 0.0
     assert rows[0]["loss"] and rows[1]["loss"]  # the earlier row survived the rewrite
+
+
+def test_balanced_class_weights() -> None:
+    from xmask3d_ros.training.trainer import balanced_class_weights
+
+    w = balanced_class_weights(np.array([400, 100, 0, 25]), 0.5)
+    raw = np.array([400, 100, 25], dtype=float) ** -0.5  # 1/20, 1/10, 1/5
+    np.testing.assert_allclose(w[[0, 1, 3]].numpy(), raw / raw.mean(), rtol=1e-6)
+    assert float(w[2]) == 1.0 and float(w[4]) == 1.0  # absent class, null column
+    assert torch.equal(balanced_class_weights(np.array([5, 5]), 0.0), torch.ones(3))
+
+
+def test_label_counts_follow_the_label_source(synth_root: Path) -> None:
+    from PIL import Image
+
+    from xmask3d_ros.config.training import DataCfg
+    from xmask3d_ros.data.scannet_layout import read_scannet_2d_scene
+    from xmask3d_ros.training.views import ViewDataset
+
+    ds = ViewDataset(from_dict(DataCfg, data_overrides(synth_root)), "train")
+    counts = ds.base_label_counts()
+    p = ds.partition
+    want = np.zeros(p.num_base, dtype=np.int64)  # brute force over every label pixel
+    for name in ds.scene_names:
+        for f in read_scannet_2d_scene(synth_root, name).frames:
+            raw = np.asarray(Image.open(f.label_path)).ravel()
+            for r in raw:
+                idx = ds._lut[int(r)]
+                if 0 <= idx < len(p.labels.classes) and p.labels.classes[idx] in p.base:
+                    want[p.base_names_ordered().index(p.labels.classes[idx])] += 1
+    np.testing.assert_array_equal(counts, want)

@@ -256,6 +256,13 @@ class LossCfg:
     importance_ratio: float = param(0.75, "share of points chosen by uncertainty", ge=0, le=1)
     ce_3d: float = param(4.0, "CE of fused point logits", ge=0)
     ce_3d_pure: float = param(4.0, "CE of pure-3D point logits", ge=0)
+    ce_3d_balance: float = param(
+        0.0,
+        "class weights frequency^-p for loss_3d / loss_3d_pure, frequencies counted on the "
+        "training scenes' base labels (0 = plain CE, the reference; 0.5 = inverse square root)",
+        ge=0,
+        le=1,
+    )
     mask_contra: float = param(0.5, "mask-level cosine regularisation (loss_3d_contra)", ge=0)
     mask_contra_start_epoch: int = param(50, "epoch from which mask_contra is switched on", ge=0)
     contra_min_points: int = param(10, "mask_contra: a mask needs this many points", ge=1)

@@ -197,19 +197,25 @@ class SetCriterion:
 
 
 def point_ce_losses(
-    fused_logits: Tensor, pure_logits: Tensor, labels: Tensor, ignore_index: int
+    fused_logits: Tensor,
+    pure_logits: Tensor,
+    labels: Tensor,
+    ignore_index: int,
+    class_weights: Tensor | None = None,
 ) -> dict[str, Tensor]:
     """``loss_3d`` / ``loss_3d_pure``: CE of (N, C + 1) logits vs (N,) labels, ``ignore_index``.
 
     In the reference the logits carry a null column and ``ignore_index`` = number of base
     classes, so novel and unlabelled points are ignored. All points ignored gives 0 (the
     reference relabels one point to avoid the NaN of an empty mean; we do not invent a label).
+    ``class_weights`` (C + 1,) make it torch's weighted CE (the reference has none).
     """
     out = {}
     valid = labels != ignore_index
     for key, logits in (("loss_3d", fused_logits), ("loss_3d_pure", pure_logits)):
         if bool(valid.any()):
-            out[key] = F.cross_entropy(logits, labels, ignore_index=ignore_index)
+            w = None if class_weights is None else class_weights.to(logits)
+            out[key] = F.cross_entropy(logits, labels, weight=w, ignore_index=ignore_index)
         else:
             out[key] = _zero(logits)
     return out
@@ -346,6 +352,9 @@ class Criterion:
 
     def __init__(self, cfg: LossCfg) -> None:
         self.cfg = cfg
+        # (C + 1,) weights of the point CE losses, set by the trainer from the training
+        # labels when loss.ce_3d_balance > 0 (None = the reference's plain CE)
+        self.class_weights: Tensor | None = None
         self.matcher = HungarianMatcher(
             cost_class=cfg.mask_ce,
             cost_mask=cfg.mask_bce,
@@ -383,7 +392,8 @@ class Criterion:
         if x.set_pred is not None:
             raw.update(self.set_criterion(x.set_pred, x.set_targets, x.set_aux, generator=generator))
         if x.fused_logits is not None and x.pure_logits is not None and x.labels_3d is not None:
-            raw.update(point_ce_losses(x.fused_logits, x.pure_logits, x.labels_3d, x.ignore_index))
+            raw.update(point_ce_losses(x.fused_logits, x.pure_logits, x.labels_3d,
+                                       x.ignore_index, self.class_weights))
         if x.contrast_views:
             raw["loss_3d_contra"] = mask_contrast_loss(x.contrast_views, self.cfg)
         if x.captions is not None:

@@ -54,6 +54,18 @@ def latest_checkpoint(out_dir: str | Path) -> Path | None:
     return max(folders, key=lambda p: int(p.name[6:])) if folders else None
 
 
+def balanced_class_weights(counts: np.ndarray, power: float) -> torch.Tensor:
+    """(C + 1,) CE weights ``count^-power`` over the C base classes, mean 1 over the classes
+    present (absent ones weigh 1), and 1 for the null column (its points are ignored)."""
+    c = np.asarray(counts, dtype=np.float64)
+    w = np.ones(len(c) + 1)
+    present = c > 0
+    if present.any():
+        raw = c[present] ** -power
+        w[:-1][present] = raw / raw.mean()
+    return torch.tensor(w, dtype=torch.float32)
+
+
 def cosine_factor(iteration: int, total: int) -> float:
     """lr multiplier of ``cosine_learning_rate`` (util/util.py): 0.5 (1 + cos(pi t / T))."""
     return 0.5 * (1.0 + math.cos(math.pi * min(iteration, total) / max(total, 1)))
@@ -88,6 +100,9 @@ class Trainer:
         self.history: list[dict[str, float]] = []
         with torch.no_grad():
             self.text = self.model.text_embeddings(self.partition.base_names_ordered())
+        if self.model_cfg.loss.ce_3d_balance > 0:
+            self.model.criterion.class_weights = balanced_class_weights(
+                self.train_set.base_label_counts(), self.model_cfg.loss.ce_3d_balance)
         self.out_dir = Path(cfg.out_dir)
         self.amp = cfg.amp and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)

@@ -192,6 +192,24 @@ class ViewDataset:
             f"(visible in ({self.cfg.min_visible}, {self.cfg.max_visible}), labelled > "
             f"{self.cfg.min_labelled})")
 
+    def base_label_counts(self) -> npt.NDArray[np.int64]:
+        """(num_base,) labelled samples per base class over the split, from the labels
+        training uses: the 3D files' points, or every frame's label image
+        (``label_source=image``; pixels, which is what the views' points inherit)."""
+        nb = self.partition.num_base
+        counts = np.zeros(nb, dtype=np.int64)
+        for name in self.scene_names:
+            if self.cfg.label_source == "image":
+                arrays = [self._lut[f.load_label().astype(np.int64)]
+                          for f in read_scannet_2d_scene(self.cfg.root, name).frames
+                          if f.label_path is not None]
+            else:
+                arrays = [self.scene(name).labels]
+            for labels in arrays:
+                lab = self.partition.train_labels(labels.ravel())
+                counts += np.bincount(lab[lab < nb], minlength=nb)
+        return counts
+
     @staticmethod
     def _augment(v: ViewSample, rng: np.random.Generator) -> ViewSample:
         """The reference voxelizer's training jitter of the 3D input (§1.1): a full turn about
