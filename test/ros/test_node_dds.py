@@ -1,17 +1,21 @@
 """The installed ``xmask3d_node`` over real DDS: a synthetic room in, answers out, bad inputs survived.
 
 The node runs as a separate process (the executable installed by the build, ground_truth test
-double); this test process is the sensor/TF publisher and the query client.
+double); this test process is the sensor/TF publisher and the query client. Also: the node under
+``use_sim_time`` with this process publishing /clock, and SIGINT during traffic with the XMask3D
+model segmenter.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
 import time
 import uuid
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -140,34 +144,46 @@ class _Client:
         return self.results[-1] if len(self.results) > before else None
 
 
-@pytest.fixture(scope="module")
-def session(tmp_path_factory, installed_node):
+_GROUND_TRUTH = ["--segmenter", "ground_truth", "--synthetic-seed", str(SEED),
+                 "--feature-dim", str(FEATURE_DIM)]
+_TEST_PARAMS = ["-p", "node.publish_rate_hz:=5.0", "-p", "node.input_reliability:=reliable",
+                "-p", "node.input_depth:=20", "-p", "node.diagnostics_period_s:=0.5"]
+
+
+@contextlib.contextmanager
+def _node_process(installed_node, argv: list[str], log: Path, err_log: Path | None = None):
+    """The installed node running ``argv`` (stdout to ``log``, stderr too unless ``err_log``),
+    and a client in its own rclpy context; SIGINT (then kill) on the way out."""
     exe, env = installed_node
-    log = tmp_path_factory.mktemp("node") / "node.log"
     fh = open(log, "w")
-    proc = subprocess.Popen(
-        [exe, "--segmenter", "ground_truth", "--synthetic-seed", str(SEED),
-         "--feature-dim", str(FEATURE_DIM), "--ros-args", "-p", "node.publish_rate_hz:=5.0",
-         "-p", "node.input_reliability:=reliable", "-p", "node.input_depth:=20",
-         "-p", "node.diagnostics_period_s:=0.5"],
-        stdout=fh, stderr=subprocess.STDOUT, env=env,
-    )
+    efh = open(err_log, "w") if err_log else None
+    proc = subprocess.Popen([exe, *argv], stdout=fh, stderr=efh or subprocess.STDOUT, env=env)
     ctx = rclpy.Context()
     rclpy.init(context=ctx, args=[])
     client = _Client(ctx)
     try:
-        yield proc, client, log
+        yield proc, client
     finally:
         client.node.destroy_node()
         rclpy.shutdown(context=ctx)
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
             try:
-                proc.wait(20)
+                proc.wait(30)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
         fh.close()
+        if efh:
+            efh.close()
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory, installed_node):
+    log = tmp_path_factory.mktemp("node") / "node.log"
+    with _node_process(installed_node, [*_GROUND_TRUTH, "--ros-args", *_TEST_PARAMS], log) as (
+            proc, client):
+        yield proc, client, log
 
 
 _STATIC_T = np.eye(4)
@@ -316,3 +332,156 @@ def test_end_to_end_and_bad_inputs(session) -> None:
     proc.send_signal(signal.SIGINT)
     assert proc.wait(20) == 0
     assert "Traceback" not in log.read_text()
+
+
+# ---------------------------------------------------------------------------------- sim time
+SIM0_NS = 1000 * 10**9  # sim time starts here, ~56 years before the wall clock
+
+
+class _SimClock:
+    """Publishes /clock like `ros2 bag play --clock`: sim time advances only when told to."""
+
+    def __init__(self, client: _Client, t0_ns: int) -> None:
+        from rosgraph_msgs.msg import Clock
+
+        self._msg = Clock
+        self.client = client
+        self.now_ns = t0_ns
+        self.pub = client.node.create_publisher(Clock, "/clock", 10)
+
+    def advance(self, dt_s: float, *, running: bool = True, step_s: float = 0.02) -> None:
+        """Spin for about ``dt_s`` of wall time, publishing /clock every ``step_s``; sim time moves
+        by exactly ``dt_s`` (``running``) or stands still (a paused bag)."""
+        for _ in range(max(1, int(round(dt_s / step_s)))):
+            if running:
+                self.now_ns += int(round(step_s * 1e9))
+            self.pub.publish(self._msg(clock=conv.stamp_from_ns(self.now_ns)))
+            end = time.monotonic() + step_s
+            while time.monotonic() < end:
+                self.client.executor.spin_once(timeout_sec=max(0.0, end - time.monotonic()))
+
+
+def test_use_sim_time(tmp_path, installed_node) -> None:
+    """use_sim_time:=true with /clock ~56 years behind the wall clock: before the first /clock the
+    node warns that it is missing; frames whose TF comes late are integrated (the TF wait's max age
+    runs on sim time, also while sim time stands still), a frame without TF is dropped once sim
+    time passes its max age, outputs carry the sim stamp of the newest integrated frame, and
+    diagnostics are stamped in sim time and see the images."""
+    log = tmp_path / "node.log"
+    argv = [*_GROUND_TRUTH, "--ros-args", *_TEST_PARAMS, "-p", "use_sim_time:=true",
+            "-p", "node.tf_wait_max_age_s:=1.0"]
+    with _node_process(installed_node, argv, log) as (proc, client):
+        clock = _SimClock(client, SIM0_NS)
+        pubs = (client.rgb, client.depth, client.info, client.tf, client.tf_static, client.query,
+                clock.pub)
+        assert client.spin_until(lambda: all(p.get_subscription_count() for p in pubs), 30.0), \
+            "no match: " + log.read_text()[-2000:]
+        assert client.spin_until(lambda: "clock sim time (/clock)" in log.read_text(), 10.0), \
+            log.read_text()[-2000:]
+        poses = [T for _stamp, T, _f in _frames(0)]
+        renders = [f for _stamp, _T, f in _frames(0)]
+        # no /clock yet: a frame waiting for TF gets the node to say that /clock is missing; it
+        # is dropped by age once /clock runs (sim time is then 5 s past its stamp)
+        early = SIM0_NS - 5 * 10**9
+        client.info.publish(_info(early))
+        client.rgb.publish(_image(early, "rgb8", renders[0].rgb))
+        client.depth.publish(_image(early, "16UC1",
+                                    np.round(renders[0].depth_m * 1000).astype(np.uint16)))
+        assert client.spin_until(lambda: "no /clock has arrived" in log.read_text(), 10.0), \
+            log.read_text()[-2000:]
+        clock.advance(1.0)  # the node's clock is at sim time before the next image
+        inv_static = np.linalg.inv(_STATIC_T)
+        client.tf_static.publish(TFMessage(transforms=[_tf("base_link", CAM, clock.now_ns,
+                                                           _STATIC_T)]))
+        stamps: list[int] = []
+        n_diag_before = len(client.diags)
+        for i, (T, f) in enumerate(zip(poses, renders)):
+            stamp = clock.now_ns
+            stamps.append(stamp)
+            client.info.publish(_info(stamp))
+            client.rgb.publish(_image(stamp, "rgb8", f.rgb))
+            client.depth.publish(_image(stamp, "16UC1", np.round(f.depth_m * 1000).astype(np.uint16)))
+            if i == len(poses) - 1:
+                clock.advance(1.5, running=False)  # paused: 1.5 s of wall time > max age, 0 s sim
+            else:
+                clock.advance(0.2)  # the frame waits 0.2 s (sim) for its TF
+            client.tf.publish(TFMessage(transforms=[_tf("odom", "base_link", stamp,
+                                                        T @ inv_static)]))
+            clock.advance(0.2)
+        streaming_diags = client.diags[n_diag_before:]
+        # a complete frame whose TF never comes: dropped once sim time is 1 s past its stamp
+        lost = clock.now_ns
+        client.info.publish(_info(lost))
+        client.rgb.publish(_image(lost, "rgb8", renders[-1].rgb))
+        client.depth.publish(_image(lost, "16UC1",
+                                    np.round(renders[-1].depth_m * 1000).astype(np.uint16)))
+        clock.advance(2.5)
+
+        res = client.send_query(list(SYNTHETIC_CLASSES))
+        text = log.read_text()
+        assert res is not None, text[-3000:]
+        assert conv.stamp_to_ns(res.header.stamp) == stamps[-1], (res.header.stamp, text[-3000:])
+        assert res.map_voxels > 500, text[-3000:]
+        assert client.spin_until(lambda: bool(client.clouds), 10.0)
+        assert conv.stamp_to_ns(client.clouds[-1].header.stamp) == stamps[-1]
+        clock.advance(1.5)  # two more diagnostics periods
+        values = _diag_values(client)
+        assert values.get("frames") == str(N_FRAMES), (values, text[-3000:])
+        assert values.get("tf_dropped_age") == "2", (values, text[-3000:])  # early + lost
+        assert "tf_dropped_past" not in values, values
+        # diagnostics: stamped in sim time, and the input status saw the images while they came
+        diag_stamps = [conv.stamp_to_ns(d.header.stamp) for d in client.diags]
+        assert diag_stamps and all(SIM0_NS <= s <= clock.now_ns for s in diag_stamps), \
+            (diag_stamps[:3], diag_stamps[-3:])
+        inputs = [st for d in streaming_diags for st in d.status if st.name == "xmask3d: input"]
+        assert len(inputs) >= 6, len(inputs)  # 0.5 s (sim) period over ~5 s of sim time
+        ok = [st for st in inputs if st.level == conv.LEVELS["OK"]]
+        assert len(ok) >= 0.75 * len(inputs), [(st.level, st.message) for st in inputs]
+        rates = sorted(float({kv.key: kv.value for kv in st.values}["rgb_rate_hz"]) for st in ok)
+        assert 1.0 <= rates[len(rates) // 2] <= 5.0, rates  # 2.5 images per sim second
+        assert proc.poll() is None, text[-3000:]
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+    text = log.read_text()
+    assert "Traceback" not in text and "never retrieved" not in text, text[-3000:]
+
+
+# ---------------------------------------------------------------------------------- shutdown
+def test_sigint_with_model_segmenter_is_clean(tmp_path, installed_node) -> None:
+    """SIGINT while frames, TF and a query stream into the XMask3D (tiny, CPU) node: exit 0, and
+    nothing on stderr about a traceback or an exception / coroutine that was never retrieved."""
+    log, err = tmp_path / "node.out", tmp_path / "node.err"
+    argv = ["--segmenter", "xmask3d", "--device", "cpu", "--ros-args", "-p",
+            "node.model_config:=tiny", "-p", "node.input_reliability:=reliable",
+            "-p", "node.diagnostics_period_s:=0.1", "-p", "node.publish_rate_hz:=20.0"]
+    with _node_process(installed_node, argv, log, err) as (proc, client):
+        end = time.monotonic() + 180  # model construction takes ~15-25 s on a loaded 2-core box
+        while time.monotonic() < end and "perception node up" not in err.read_text():
+            assert proc.poll() is None, err.read_text()[-3000:]
+            client.spin_until(lambda: False, 0.5)
+        assert "perception node up" in err.read_text(), err.read_text()[-3000:]
+        assert client.spin_until(lambda: all(p.get_subscription_count() for p in (
+            client.rgb, client.depth, client.info, client.tf, client.query)), 30.0)
+        frames = _frames(time.time_ns())
+        client.query.publish(TextQuery(labels=["chair", "table", "floor"]))
+        inv_static = np.linalg.inv(_STATIC_T)
+        client.tf_static.publish(TFMessage(transforms=[_tf("base_link", CAM, frames[0][0],
+                                                           _STATIC_T)]))
+        for stamp, T, f in frames[:6]:
+            client.tf.publish(TFMessage(transforms=[_tf("odom", "base_link", stamp,
+                                                        T @ inv_static)]))
+            client.info.publish(_info(stamp))
+            client.rgb.publish(_image(stamp, "rgb8", f.rgb))
+            client.depth.publish(_image(stamp, "16UC1",
+                                        np.round(f.depth_m * 1000).astype(np.uint16)))
+            client.spin_until(lambda: False, 0.1)
+        assert proc.poll() is None, err.read_text()[-3000:]
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)  # callbacks and a segmentation are in flight
+        rc = proc.wait(60)
+        stop_s = time.monotonic() - t0
+    text = log.read_text() + err.read_text()
+    assert rc == 0, text[-3000:]
+    for bad in ("Traceback", "never retrieved", "never awaited", "InvalidHandle"):
+        assert bad not in text, (bad, text[-3000:])
+    assert stop_s < 30, stop_s

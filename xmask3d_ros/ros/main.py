@@ -73,13 +73,16 @@ def _xmask3d(cfg: Any, args: argparse.Namespace, log: Any) -> Any:
 
 def main(argv: Sequence[str] | None = None) -> int:
     import rclpy
-    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+    from rclpy.executors import ExternalShutdownException
+
+    from xmask3d_ros.ros.executor import DrainingExecutor
 
     argv = list(sys.argv[1:] if argv is None else argv)
     ros_args = rclpy.utilities.remove_ros_args(["xmask3d_node", *argv])[1:]
     args = _parse(ros_args)
-    # Our own SIGINT/SIGTERM handling: the executor is stopped first, then the node and the
-    # context, so no callback or executor task runs into a context that is already shut down.
+    # Our own SIGINT/SIGTERM handling: the executor stops taking work and waits for the callbacks
+    # in flight (DrainingExecutor; rclpy's MultiThreadedExecutor does not wait), then the node and
+    # the context go, so no callback or executor task runs into a destroyed handle.
     rclpy.init(args=["xmask3d_node", *argv],
                signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
     stop = threading.Event()
@@ -91,10 +94,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     node = None
     executor = None
+    log = rclpy.logging.get_logger("xmask3d")
     try:
         from xmask3d_ros.ros.node import PerceptionNode
-
-        log = rclpy.logging.get_logger("xmask3d")
 
         def make(cfg: Any) -> Any:
             if args.segmenter == "ground_truth":
@@ -102,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _xmask3d(cfg, args, log)
 
         node = PerceptionNode(make)
-        executor = MultiThreadedExecutor(num_threads=4)
+        executor = DrainingExecutor(num_threads=4)
         executor.add_node(node)
         while not stop.is_set() and rclpy.ok():
             executor.spin_once(timeout_sec=0.1)
@@ -111,7 +113,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not interrupt cleanup
         if executor is not None:
-            executor.shutdown(timeout_sec=5.0)
+            if not executor.shutdown(timeout_sec=10.0):
+                log.warning("shutdown: callbacks still running after 10 s")
+            for err in executor.shutdown_errors:
+                log.error(f"shutdown: a callback failed: {type(err).__name__}: {err}")
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()

@@ -3,8 +3,11 @@
 Callbacks hand messages to the shared :class:`~xmask3d_ros.pipeline.ingest.FrameAssembler`
 (decode, sync, TF wait queue) and to the :class:`PerceptionPipeline` (map, async segmentation,
 queries). Callback groups: sensors, TF, queries and timers each run mutually exclusive within their
-group and in parallel across groups under a MultiThreadedExecutor; the model runs in the
-pipeline's worker thread, never in a callback.
+group and in parallel across groups under a multi-threaded executor (main.py: DrainingExecutor);
+the model runs in the pipeline's worker thread, never in a callback. Time: the TF wait's max age,
+the publish and diagnostics timers and the diagnostics stamps use ROS time (``/clock`` under
+``use_sim_time``); the TF retry timer runs on the steady clock; outputs carry the newest
+integrated frame's stamp.
 
 Topics (relative, so namespaces and remaps apply):
 
@@ -33,6 +36,8 @@ from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.clock import Clock
+from rclpy.clock_type import ClockType
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import String
@@ -96,7 +101,8 @@ class PerceptionNode(Node):
         self._query: tuple[list[str], int, float | None] | None = None
         self._dirty = False  # map changed since the last published answer
         self._newest_image_ns: int | None = None
-        self._inputs_prev = (time.monotonic(), 0)
+        self._inputs_prev = (self._ros_now_ns(), 0)
+        self._steady = Clock(clock_type=ClockType.STEADY_TIME)
 
         sensors = MutuallyExclusiveCallbackGroup()
         tf_group = MutuallyExclusiveCallbackGroup()
@@ -118,7 +124,12 @@ class PerceptionNode(Node):
         self.pub_result = self.create_publisher(QueryResult, "query_result", qos.latched_qos())
         self.pub_labels = self.create_publisher(MarkerArray, "labels", qos.latched_qos())
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", qos.diagnostics_qos())
-        self.create_timer(cfg.node.tf_retry_period_s, self._drain, callback_group=self._timers_group)
+        # TF polling runs on the steady clock: it is a retry loop, and must keep its pace whatever
+        # the /clock rate (or before the first /clock); its max-age test uses ROS time. The
+        # publish and diagnostics timers use ROS time (sim time under use_sim_time), as
+        # diagnostic_updater does.
+        self.create_timer(cfg.node.tf_retry_period_s, self._drain, callback_group=self._timers_group,
+                          clock=self._steady)
         self._publish_timer = self.create_timer(1.0 / cfg.node.publish_rate_hz, self._publish_tick,
                                                 callback_group=self._timers_group)
         self._diag_timer = self.create_timer(cfg.node.diagnostics_period_s, self._diagnostics,
@@ -126,7 +137,8 @@ class PerceptionNode(Node):
         self.get_logger().info(
             f"xmask3d perception node up: map frame '{cfg.node.map_frame}', sync "
             f"{self.synchronizer}, inputs "
-            f"{cfg.node.input_reliability} depth {cfg.node.input_depth}, pipeline {cfg.pipeline.mode}"
+            f"{cfg.node.input_reliability} depth {cfg.node.input_depth}, pipeline {cfg.pipeline.mode}, "
+            f"clock {'sim time (/clock)' if self._use_sim_time() else 'system time'}"
         )
 
     def _subscribe_sensors(self, cfg: PerceptionConfig, sq: Any, group: Any) -> str:
@@ -159,7 +171,23 @@ class PerceptionNode(Node):
         self._check_time(rgb)
         self._feed("synced", lambda _m: self.assembler.add_synced(rgb, depth, info), rgb)
 
+    # ------------------------------------------------------------------ time
+    def _use_sim_time(self) -> bool:
+        return bool(self.get_parameter("use_sim_time").value)
+
+    def _ros_now_ns(self) -> int:
+        """ROS time: /clock under use_sim_time (0 until the first /clock arrives), else system time."""
+        return self.get_clock().now().nanoseconds
+
     # ------------------------------------------------------------------ logging
+    def _warn_throttled(self, key: str, text: str) -> None:
+        with self._lock:
+            now = time.monotonic()
+            if now - self._last_log.get(key, -1e9) < _THROTTLE_S:
+                return
+            self._last_log[key] = now
+        self.get_logger().warning(text)
+
     def _fault(self, key: str, text: str) -> None:
         """Count a fault and log it, at most once per key every few seconds."""
         with self._lock:
@@ -231,9 +259,14 @@ class PerceptionNode(Node):
         """Timer: frames whose TF arrived go into the map (segmentation is queued, not run here)."""
         if self.assembler.pending() == 0:
             return
+        now_ns = self._ros_now_ns()
+        if now_ns == 0 and self._use_sim_time():
+            self._warn_throttled("no_clock", "use_sim_time is true but no /clock has arrived: "
+                                 "frames are integrated, but outputs and diagnostics wait for "
+                                 "/clock (play bags with `ros2 bag play --clock`)")
         before = self.assembler.stats
         try:
-            frames = self.assembler.poll(self.get_clock().now().nanoseconds)
+            frames = self.assembler.poll(now_ns)
         except Exception as err:  # noqa: BLE001
             self._fault("poll_error", f"{type(err).__name__}: {err}")
             return
@@ -314,10 +347,13 @@ class PerceptionNode(Node):
     def _diagnostics(self) -> None:
         s = self.assembler.stats
         ps = self.pipeline.stats
-        now = time.monotonic()
+        # rate over ROS time (the timer's clock): under sim time it is the recorded sensor rate
+        now = self._ros_now_ns()
         t0, n0 = self._inputs_prev
         n = self.counters["rgb_msgs"]
-        rate = (n - n0) / max(now - t0, 1e-6)
+        received = n - n0
+        # no rate over a period that began before the first /clock or across a backward jump
+        rate = received / ((now - t0) / 1e9) if 0 < t0 < now else 0.0
         self._inputs_prev = (now, n)
         drops = {k: v for k, v in s.items() if ("drop" in k or "overflow" in k or k.startswith("sync_")
                                                 or k.startswith("decode_error")) and v}
@@ -327,11 +363,12 @@ class PerceptionNode(Node):
         with self.pipeline.locked_map() as m:
             voxels = len(m)
         max_voxels = self.params.config.mapping.max_voxels
-        inp_level = "OK" if rate > 0 else "WARN"
+        inp_level = "OK" if received > 0 else "WARN"
         statuses = [
             conv.diagnostic_status(
                 "xmask3d: input", inp_level,
-                f"{rate:.1f} Hz" if rate > 0 else "no images received in the last period",
+                (f"{rate:.1f} Hz" if rate > 0 else f"{received} images in the last period")
+                if received > 0 else "no images received in the last period",
                 {"rgb_rate_hz": rate, "tf_waiting": s.get("tf_waiting", 0), **drops, **faults},
             ),
             conv.diagnostic_status(
@@ -348,8 +385,7 @@ class PerceptionNode(Node):
                                      "frames": ps.frames, "rss_bytes": conv.rss_bytes()},
             ),
         ]
-        self.pub_diag.publish(conv.diagnostic_array(statuses,
-                                                    stamp_ns=self.get_clock().now().nanoseconds))
+        self.pub_diag.publish(conv.diagnostic_array(statuses, stamp_ns=now))
 
     # ------------------------------------------------------------------ parameters
     def _on_params(self, cfg: PerceptionConfig, names: frozenset[str]) -> None:
