@@ -78,3 +78,24 @@ def test_pretraining_learns_regions_and_weights_round_trip(synth_root: Path,
                                atol=2e-2, rtol=2e-2)
     assert np.nanmean(region_accuracy(again, bank, min_pixels=10)) == pytest.approx(
         np.nanmean(after), abs=0.05)
+
+
+def test_pruned_token_table_keeps_the_names_embeddings(tmp_path: Path) -> None:
+    import os
+
+    clip = build_clip(from_dict(ClipCfg, _TINY), allow_random_init=True)
+    names = list(get_partition("synthetic_B15N4").classes)
+    full = save_clip_weights(clip, tmp_path / "full.safetensors")
+    pruned = save_clip_weights(clip, tmp_path / "pruned.safetensors", vocabulary=names)
+    assert os.path.getsize(pruned) < 0.2 * os.path.getsize(full)
+    a = build_clip(from_dict(ClipCfg, {**_TINY, "weights_path": str(full)}))
+    b = build_clip(from_dict(ClipCfg, {**_TINY, "weights_path": str(pruned)}))
+    assert torch.equal(a.text_embeddings(names), b.text_embeddings(names))
+    assert torch.equal(a.null_embedding(), b.null_embedding())
+    table = b.clip.token_embedding.weight
+    used = torch.unique(b.tokenizer([""] + names))
+    unused = torch.ones(table.shape[0], dtype=torch.bool)
+    unused[used] = False
+    assert float(table[unused].abs().max()) == 0.0 and float(table[used].abs().max()) > 0
+    img = torch.rand(1, 3, 32, 32)
+    assert torch.equal(a.image_embedding(img), b.image_embedding(img))  # vision untouched

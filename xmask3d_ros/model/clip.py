@@ -35,6 +35,7 @@ from xmask3d_ros.model.errors import WeightsError
 
 __all__ = [
     "CLIP_WEIGHTS_SOURCE",
+    "KEPT_TOKENS_KEY",
     "ClipModel",
     "ClipWeightsError",
     "DenseImageFeatures",
@@ -155,7 +156,30 @@ def load_clip_state_dict(path: str | Path, *, key: str = "clip.weights_path") ->
         raise ClipWeightsError(f"{key}: {path} does not hold a tensor state dict")
     if state and all(k.startswith("module.") for k in state):
         state = {k[len("module."):]: v for k, v in state.items()}
-    return dict(state)
+    state = dict(state)
+    if KEPT_TOKENS_KEY in state:
+        state = _expand_token_rows(state, path, key)
+    return state
+
+
+# A pruned token table (the demo's tiny CLIP, see save_clip_weights in training/clip_pretrain):
+# "token_embedding.weight" holds only the rows of these token ids; every other row is zero.
+KEPT_TOKENS_KEY = "token_embedding.kept_ids"
+
+
+def _expand_token_rows(state: dict[str, Tensor], path: Path, key: str) -> dict[str, Tensor]:
+    ids = state.pop(KEPT_TOKENS_KEY).to(torch.int64)
+    rows = state.get("token_embedding.weight")
+    if (rows is None or rows.ndim != 2 or ids.ndim != 1 or rows.shape[0] != ids.shape[0]
+            or bool((ids < 0).any()) or bool((ids >= _VOCAB_SIZE).any())):
+        raise ClipWeightsError(
+            f"{key}: {path} has a pruned token table that does not fit the "
+            f"{_VOCAB_SIZE}-token vocabulary"
+        )
+    dense = rows.new_zeros(_VOCAB_SIZE, rows.shape[1])
+    dense[ids] = rows
+    state["token_embedding.weight"] = dense
+    return state
 
 
 class ClipModel(nn.Module):

@@ -197,16 +197,28 @@ def region_accuracy(
         return np.where(total > 0, hits / np.maximum(total, 1), np.nan)
 
 
-def save_clip_weights(clip: ClipModel, path: str | Path, *, dtype: torch.dtype = torch.float16
-                      ) -> Path:
-    """The open_clip state dict as safetensors (half precision by default: the token
-    embedding table of the 49k-word BPE vocabulary dominates the file)."""
+def save_clip_weights(clip: ClipModel, path: str | Path, *, dtype: torch.dtype = torch.float16,
+                      vocabulary: Sequence[str] | None = None) -> Path:
+    """The open_clip state dict as safetensors (half precision by default).
+
+    ``vocabulary``: keep only the token-table rows of the tokens of these texts (plus "" and
+    the prompt template), the rest load as zero rows. The 49k-row table dominates the file, and
+    a tiny CLIP pretrained on class-name captions knows no other word anyway; the names'
+    embeddings are unchanged (the causal text tower never reads a row it is not given).
+    """
     from safetensors.torch import save_file
+
+    from xmask3d_ros.model.clip import KEPT_TOKENS_KEY
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu", dtype).contiguous() if v.is_floating_point() else
              v.detach().cpu().contiguous() for k, v in clip.clip.state_dict().items()}
+    if vocabulary is not None:
+        texts = ["", *(clip.prompt(n) for n in vocabulary)]
+        ids = torch.unique(clip.tokenizer(texts).reshape(-1))
+        state["token_embedding.weight"] = state["token_embedding.weight"][ids].contiguous()
+        state[KEPT_TOKENS_KEY] = ids.to(torch.int64).contiguous()
     tmp = path.with_suffix(path.suffix + ".tmp")
     save_file(state, str(tmp), metadata={"format": "pt", "producer": "xmask3d_ros"})
     tmp.replace(path)

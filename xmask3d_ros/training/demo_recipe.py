@@ -282,8 +282,9 @@ def package_checkpoint(cfg: DemoRecipeCfg, full: Path, out: Path, rows: dict[str
     model.cfg = dataclasses.replace(
         model.cfg, clip=dataclasses.replace(model.cfg.clip, weights_path=CLIP_FILE))
     save_pretrained(model, tmp, dtype=torch.float16)
-    shutil.copyfile(out / CLIP_FILE, tmp / CLIP_FILE)
     part = get_partition(cfg.train.data.partition)
+    # the CLIP pretrained on these names: its token table keeps only their tokens
+    save_clip_weights(model.clip, tmp / CLIP_FILE, vocabulary=part.classes)
     (tmp / "vocabulary.yaml").write_text(yaml.safe_dump(
         {"partition": part.name, "base": list(part.base), "novel": list(part.novel)},
         sort_keys=False), encoding="utf-8")
