@@ -182,3 +182,22 @@ def test_through_the_pipeline(segmenter: XMask3DSegmenter, frames: list[PosedFra
     assert stats.segmenter_errors == 0 and stats.segmented >= 2
     assert answer.map_voxels > 0 and len(answer.results) == 3
     assert np.isfinite(answer.voxel_score).any()
+
+
+def test_load_model_names_what_its_weights_are(tmp_path) -> None:
+    import pytest
+    import torch
+
+    from xmask3d_ros.config.schema import ConfigError
+    from xmask3d_ros.model.build import save_pretrained
+    from xmask3d_ros.pipeline.xmask3d_segmenter import load_model
+
+    model, what = load_model("tiny")
+    assert "RANDOMLY INITIALISED" in what
+    folder = save_pretrained(model, tmp_path / "ckpt")
+    again, what2 = load_model(str(folder), ["runtime.device=cpu"])
+    assert what2.startswith(f"checkpoint {folder}") and "RANDOMLY" not in what2
+    for k, v in model.trainable_state_dict().items():
+        assert torch.equal(v, again.trainable_state_dict()[k]), k
+    with pytest.raises(ConfigError, match="unknown model config"):
+        load_model("no_such_model")

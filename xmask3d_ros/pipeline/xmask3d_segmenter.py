@@ -31,7 +31,32 @@ from xmask3d_ros.model.clip import ClipModel
 from xmask3d_ros.model.xmask3d import KeyframeOutput, Vocabulary, XMask3D
 from xmask3d_ros.pipeline.segmenter import SegmentationResult
 
-__all__ = ["ClipTextEncoder", "XMask3DSegmenter", "resolve_device"]
+__all__ = ["ClipTextEncoder", "XMask3DSegmenter", "load_model", "resolve_device"]
+
+
+def load_model(spec: str, overrides: Sequence[str] = ()) -> tuple[XMask3D, str]:
+    """``node.model_config`` -> (model, one line saying what its weights are).
+
+    ``spec``: ``demo`` (the committed demo checkpoint), a checkpoint folder (``config.yaml`` +
+    ``model.safetensors``, as written by the trainer), a shipped model config name (``tiny``,
+    ``paper``) or a model YAML path. ``overrides`` (``key=value``) adapt the config.
+    """
+    from pathlib import Path
+
+    from xmask3d_ros.config.paths import demo_checkpoint_dir, resolve_model_config
+    from xmask3d_ros.config.schema import load_config
+    from xmask3d_ros.model.build import CONFIG_FILE, from_pretrained
+
+    folder = demo_checkpoint_dir() if spec == "demo" else Path(spec).expanduser()
+    if folder.is_dir() and (folder / CONFIG_FILE).is_file():
+        model = from_pretrained(folder, overrides)
+        return model, f"checkpoint {folder} ({model.cfg.name})"
+    cfg = load_config(ModelConfig, resolve_model_config(spec), list(overrides))
+    model = build_model(cfg)
+    if cfg.allow_random_init and not cfg.weights_path:
+        return model, (f"model config '{spec}' with RANDOMLY INITIALISED weights: the map is "
+                       "built but its labels are meaningless (model_config:=demo is trained)")
+    return model, f"model config '{spec}' (weights {cfg.weights_path or 'from its paths'})"
 
 
 def resolve_device(runtime: RuntimeCfg) -> torch.device:
@@ -91,7 +116,15 @@ class XMask3DSegmenter:
         folder, manifest, config and weights here, so a missing or mismatched export fails at
         start-up, not at the first keyframe.
         """
-        model = build_model(cfg, seed=seed)
+        return cls.with_runtime(build_model(cfg, seed=seed), vocabulary=vocabulary)
+
+    @classmethod
+    def with_runtime(
+        cls, model: XMask3D, *, vocabulary: Vocabulary | None = None
+    ) -> XMask3DSegmenter:
+        """Wrap a built model, with its dense heads on ``runtime.head_runtime`` (see
+        :meth:`from_config`)."""
+        cfg = model.cfg
         if cfg.runtime.head_runtime != "torch":
             from xmask3d_ros.export.graphs import parts_from_model
             from xmask3d_ros.export.model_adapter import with_head_runtime

@@ -2,9 +2,10 @@
 
 ``xmask3d_node [--segmenter xmask3d|ground_truth] [--synthetic-seed N] [--ros-args ...]``
 
-- ``xmask3d`` (default): the XMask3D model of parameter ``node.model_config`` (config/model/<name>.yaml
-  or a YAML path). Until the demo checkpoint exists the weights are random (tiny config): the map is
-  built, but labels are meaningless; this is logged at start-up.
+- ``xmask3d`` (default): the XMask3D model of parameter ``node.model_config``: ``demo`` (the
+  committed checkpoint trained on synthetic rooms), a checkpoint folder, a config name under
+  config/model/ or a YAML path; start-up logs what the weights are (randomly initialised ones
+  with a warning).
 - ``ground_truth``: a TEST DOUBLE for the synthetic rooms of ``xmask3d_ros.data.synthetic``: the
   "segmenter" re-renders room ``--synthetic-seed`` at each keyframe's pose and reads the true class
   labels. Never use it on real data; it must be named explicitly.
@@ -57,17 +58,16 @@ def _ground_truth(cfg: Any, args: argparse.Namespace, log: Any) -> Any:
 
 
 def _xmask3d(cfg: Any, args: argparse.Namespace, log: Any) -> Any:
-    from xmask3d_ros.config.model import ModelConfig
-    from xmask3d_ros.config.paths import resolve_model_config
-    from xmask3d_ros.config.schema import load_config
     from xmask3d_ros.pipeline import PerceptionPipeline
-    from xmask3d_ros.pipeline.xmask3d_segmenter import ClipTextEncoder, XMask3DSegmenter
+    from xmask3d_ros.pipeline.xmask3d_segmenter import (
+        ClipTextEncoder,
+        XMask3DSegmenter,
+        load_model,
+    )
 
-    mcfg = load_config(ModelConfig, resolve_model_config(cfg.node.model_config),
-                       [f"runtime.device={args.device}"])
-    seg = XMask3DSegmenter.from_config(mcfg)
-    log.warning(f"segmenter: XMask3D '{cfg.node.model_config}' with RANDOMLY INITIALISED weights "
-                "(no demo checkpoint yet): the map is built but its labels are meaningless")
+    model, what = load_model(cfg.node.model_config, [f"runtime.device={args.device}"])
+    seg = XMask3DSegmenter.with_runtime(model)
+    (log.warning if "RANDOMLY" in what else log.info)(f"segmenter: XMask3D, {what}")
     return PerceptionPipeline(cfg, seg, ClipTextEncoder(seg.model))
 
 
