@@ -25,6 +25,7 @@ def _cfg(tmp: Path) -> DemoRecipeCfg:
                  "val_rooms": 1, "frames_per_room": 3, "width": 64, "height": 48,
                  "point_spacing_m": 0.08},
         "clip": {"steps": 4, "batch_views": 4, "warmup_steps": 1, "min_region_pixels": 10},
+        "tune": {"seed": 20, "rooms": 1, "base_ratios": [0.65, 0.95], "novel_ratios": [0.35]},
         "train": {"model_config": "tiny", "epochs": 1, "batch_size": 1, "progress": False,
                   "model_overrides": ["clip.arch.text_width=32", "loss.num_points=256",
                                       "loss.mask_contra_start_epoch=0"],
@@ -58,6 +59,9 @@ def test_recipe_in_miniature(tmp_path: Path) -> None:
     vocab = yaml.safe_load((folder / "vocabulary.yaml").read_text())
     assert vocab["novel"] == ["sofa", "bookshelf", "desk", "toilet"]
     metrics = json.loads((folder / "metrics.json").read_text())
+    assert [g["base_ratio"] for g in metrics["ensemble_tuning"]] == [0.65, 0.95]
+    best = max(metrics["ensemble_tuning"], key=lambda g: g["hiou"])
+    assert saved["ensemble"]["base_ratio"] == best["base_ratio"]  # the chosen ratio ships
     assert set(metrics["rows"]) == {k for k, _ in ABLATIONS}
     for row in metrics["rows"].values():
         assert 0.0 <= row["miou_base"] <= 1.0
@@ -71,6 +75,10 @@ def test_recipe_in_miniature(tmp_path: Path) -> None:
     clip_mtime = (Path(cfg.out_dir) / "clip.safetensors").stat().st_mtime_ns
     again = run_recipe(cfg)
     assert (Path(cfg.out_dir) / "clip.safetensors").stat().st_mtime_ns == clip_mtime
-    assert again.seconds["clip"] < 5 and again.seconds["rooms"] < 5
+    ckpt = result.rows and Path(cfg.out_dir) / "train_full" / "checkpoints"
+    assert sorted(p.name for p in ckpt.iterdir()) == ["epoch_1"]  # not retrained
+    # the card keeps the times of the run that did the work
+    for step in ("rooms", "clip", "train"):
+        assert again.seconds[step] == result.seconds[step]
     assert metrics["rows"]["full"]["miou_base"] == pytest.approx(
         again.rows["full"].miou_base)

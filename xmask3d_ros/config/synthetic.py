@@ -153,7 +153,7 @@ class BagCfg:
 class ScanNetExportCfg:
     """The ScanNet on-disk layout (OpenScene preprocessing) written for the synthetic scenes."""
 
-    split: str = param("train", "split folder of scannet_3d/<split>/", choices=("train", "val", "test"))
+    split: str = param("train", "split folder of scannet_3d/<split>/", choices=("train", "val", "test", "tune"))
     jpeg_quality: int = param(95, "JPEG quality of color/<i>.jpg", ge=1, le=100)
 
 

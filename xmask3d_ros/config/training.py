@@ -147,9 +147,22 @@ class DemoDataCfg:
 
 
 @dataclass(frozen=True)
+class DemoTuneCfg:
+    """Choosing the ensemble ratios on rooms of their own (never the held-out test rooms)."""
+
+    seed: int = param(6000, "seed of the first tuning room", ge=0)
+    rooms: int = param(16, "tuning rooms (split 'tune' under data.root)", ge=1)
+    base_ratios: tuple[float, ...] = param(
+        (0.65, 0.75, 0.85, 0.95), "ensemble.base_ratio candidates (reference 0.65)", ge=0, le=1)
+    novel_ratios: tuple[float, ...] = param(
+        (0.35,), "ensemble.novel_ratio candidates (reference 0.35)", ge=0, le=1)
+
+
+@dataclass(frozen=True)
 class DemoRecipeCfg:
     """``xmask3d-train-demo``: rooms -> tiny CLIP pretraining -> XMask3D on base labels ->
-    held-out evaluation with ablations -> the committed demo checkpoint."""
+    ensemble ratios tuned on separate rooms -> held-out evaluation with ablations -> the
+    committed demo checkpoint."""
 
     out_dir: str = param("runs/demo", "run folder (data stamp, CLIP, both trainings, reports)")
     checkpoint_dir: str = param("models/demo", "where the finished checkpoint is written")
@@ -158,6 +171,7 @@ class DemoRecipeCfg:
     data: DemoDataCfg = section(DemoDataCfg, "synthetic rooms")
     clip: ClipPretrainCfg = section(ClipPretrainCfg, "tiny CLIP region-text pretraining")
     train: TrainCfg = section(TrainCfg, "XMask3D training (data.root is set to data.root)")
+    tune: DemoTuneCfg = section(DemoTuneCfg, "ensemble ratios chosen by hIoU on tuning rooms")
     ablation_overrides: tuple[str, ...] = param(
         ("loss.mask_contra=0",), "model overrides of the 'without mask-level regularisation' run"
     )
