@@ -23,7 +23,8 @@ ARGUMENTS = [
     ("camera_info_topic", "rgb/camera_info", "CameraInfo of the colour camera"),
     ("map_frame", "odom", "fixed frame of the map and of every output"),
     ("params_file", "", "parameter YAML (empty: share/xmask3d_ros/config/perception.yaml)"),
-    ("model_config", "tiny", "model config name under config/model/ or a YAML path"),
+    ("model_config", "demo", "'demo' checkpoint, a checkpoint folder, a config name under "
+     "config/model/ or a YAML path"),
     ("device", "auto", "torch device of the model: auto, cpu or cuda"),
     ("segmenter", "xmask3d", "xmask3d, or ground_truth (test double for synthetic rooms only)"),
     ("use_sim_time", "false", "use /clock (bag replay with --clock)"),

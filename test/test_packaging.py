@@ -141,6 +141,12 @@ def test_install_space_carries_msgs_configs_and_library() -> None:
     assert QueryResult.__module__.startswith("xmask3d_ros.msg")
     assert config_dir().resolve() == prefix / "share" / "xmask3d_ros" / "config"
     assert (prefix / "share" / "ament_index" / "resource_index" / "packages" / "xmask3d_ros").is_file()
+    from xmask3d_ros.config.paths import demo_checkpoint_dir
+
+    demo = demo_checkpoint_dir().resolve()
+    assert demo == prefix / "share" / "xmask3d_ros" / "models" / "demo"
+    assert {"config.yaml", "model.safetensors", "clip.safetensors", "vocabulary.yaml",
+            "MODEL_CARD.md"} <= {p.name for p in demo.iterdir()}
 
 
 def test_package_xml_declares_real_dependencies(repo_root: Path) -> None:

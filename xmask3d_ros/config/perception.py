@@ -48,7 +48,9 @@ class NodeCfg:
 
     map_frame: str = param("odom", "fixed frame of the map and of every output (REP-105)")
     model_config: str = param(
-        "tiny", "model config: a name under config/model/ (tiny, paper) or a YAML path"
+        "demo",
+        "model: 'demo' (the committed checkpoint trained on synthetic rooms), a checkpoint folder, "
+        "a name under config/model/ (tiny = random init, paper) or a model YAML path",
     )
     input_reliability: str = param(
         "best_effort",
