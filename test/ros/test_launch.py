@@ -201,7 +201,7 @@ def test_launch_command_line_runs_over_dds() -> None:
         values = fut.result().values
         assert values[0].string_value == "map"
         assert values[1].bool_value is False
-        assert values[2].string_value == "tiny"
+        assert values[2].string_value == "demo"  # the launch default: the committed checkpoint
     finally:
         node.destroy_node()
         rclpy.shutdown(context=ctx)

@@ -178,7 +178,7 @@ def _node_process(installed_node, argv: list[str], log: Path, err_log: Path | No
             efh.close()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture  # function scope: no node outlives its test (the sim-time test shares the topics)
 def session(tmp_path_factory, installed_node):
     log = tmp_path_factory.mktemp("node") / "node.log"
     with _node_process(installed_node, [*_GROUND_TRUTH, "--ros-args", *_TEST_PARAMS], log) as (
@@ -204,8 +204,10 @@ def _play(client: _Client, frames) -> None:
 
 
 def _diag_values(client: _Client) -> dict[str, str]:
+    """Every key any received /diagnostics array carried (newest value wins). All arrays, not
+    the last few: /diagnostics is a global topic, so another test's node may publish between."""
     out: dict[str, str] = {}
-    for arr in client.diags[-3:]:
+    for arr in client.diags:
         for st in arr.status:
             out.update({kv.key: kv.value for kv in st.values})
     return out

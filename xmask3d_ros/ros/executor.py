@@ -70,6 +70,11 @@ class DrainingExecutor(Executor):
         with self._running_lock:
             if self._closed:  # shut down while we waited: never start it
                 return
+            # rclpy hands an unfinished task out again until it starts executing: a task still
+            # queued in the pool must not be submitted twice (the second copy would run a
+            # coroutine that is already executing)
+            if any(h is handler and not f.done() for f, h in self._running.items()):
+                return
             fut = self._pool.submit(handler)
             self._running[fut] = handler
 
@@ -99,8 +104,11 @@ class DrainingExecutor(Executor):
             running = list(self._running.items())
         self._pool.shutdown(wait=False, cancel_futures=True)
         for f, handler in running:
-            if f.cancelled():
-                handler.cancel()  # closes its coroutine: never started, nothing taken
+            if f.cancelled() and not handler.executing() and not handler.done():
+                try:
+                    handler.cancel()  # closes its coroutine: never started, nothing taken
+                except ValueError:  # started meanwhile on another worker: waited for below
+                    pass
         pending = [f for f, _h in running if not f.cancelled()]
         _done, not_done = concurrent.futures.wait(pending, timeout=timeout_sec)
         for f, handler in running:
