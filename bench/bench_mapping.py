@@ -221,7 +221,8 @@ def memory_rows() -> list[tuple[str, ...]]:
         for b in range(0, n, 20_000):
             m.integrate_points(grid[b : b + 20_000], colors[b : b + 20_000], b, np.zeros(3))
         for b in range(0, n, 20_000):
-            m.update_semantics(np.arange(b, b + 20_000), feats)
+            m.update_semantics(np.arange(b, b + 20_000), feats, base_prob=feats[:, 0] * 0.5)
+            m.update_clip_features(np.arange(b, b + 20_000), feats)
         rss = _rss_bytes() - rss0
         assert m.size == n
         per = LocalVoxelMap.bytes_per_voxel(d)
@@ -363,7 +364,9 @@ def main(argv: list[str] | None = None) -> int:
             + ("\n" + legacy if legacy else "")
             + "\n## Memory per voxel\n\n" + mem
             + "\nStored per voxel: key 8, position 12, colour 12, count 4, last_seen 8, misses 1, "
-              "feature weight 4, sorted index 12, features 2 D. RSS growth is measured around "
+              "feature weight 4, sorted index 12, fused features 2 D, MaskCLIP features 2 D and "
+              "their weight 4, p(base) and its weight 8 (mapping.clip_channel off: no MaskCLIP "
+              "features). RSS growth is measured around "
               "building the map and writing features into every voxel (so all pages are touched); "
               "storage is reserved once for max_voxels + 50 % as calloc'd zero pages, which cost "
               "memory only when written.\n"

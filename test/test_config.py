@@ -245,7 +245,7 @@ def test_jetson_orin_profile_loads_and_fits_its_memory_budget() -> None:
     model = load(ModelConfig, resolve_model_config(cfg.node.model_config))
     assert model.runtime.head_runtime == "tensorrt" and model.runtime.dtype == "float16"
     assert model.backbone3d.planes == load(ModelConfig, resolve_model_config("paper")).backbone3d.planes
-    # map features: max_voxels x (61 + 2 D) bytes (LocalVoxelMap.bytes_per_voxel) stay < 256 MiB
+    # map features: max_voxels x (73 + 4 D) bytes (LocalVoxelMap.bytes_per_voxel) stay < 256 MiB
     from xmask3d_ros.mapping.voxel_map import LocalVoxelMap
 
     per_voxel = LocalVoxelMap.bytes_per_voxel(model.clip.embed_dim)

@@ -235,7 +235,13 @@ def test_memory_accounting() -> None:
         assert m.memory_bytes() == m.size * LocalVoxelMap.bytes_per_voxel(D)
         _ = m.keys, m.colors  # derived views add 15 B per voxel while cached
         assert m.memory_bytes() == m.size * (LocalVoxelMap.bytes_per_voxel(D) + 15)
-    assert LocalVoxelMap.bytes_per_voxel(512) == 1085 and LocalVoxelMap.bytes_per_voxel(768) == 1597
+    assert LocalVoxelMap.bytes_per_voxel(512) == 2121 and LocalVoxelMap.bytes_per_voxel(768) == 3145
+    assert LocalVoxelMap.bytes_per_voxel(768, clip_channel=False) == 1609
+    # the documented figure is what the storage arrays really hold per row (+ 12 B sorted index)
+    for clip in (True, False):
+        m = LocalVoxelMap(MapCfg(max_voxels=1000, clip_channel=clip), 768, initial_capacity=1000)
+        assert m.reserved_bytes() // m.capacity + 12 == LocalVoxelMap.bytes_per_voxel(768, clip_channel=clip)
+        assert m.clip_dim == (768 if clip else 0)
 
 
 def test_frame_records_validate(small_cam) -> None:

@@ -92,7 +92,7 @@ def test_features_for_exactly_the_visible_points(segmenter: XMask3DSegmenter,
     res = segmenter.segment(posed, pts, rows)
     assert isinstance(res, SegmentationResult)
     d = segmenter.feature_dim
-    cov, feats, weights = check_segmentation(res, pts.shape[0], d)
+    checked = check_segmentation(res, pts.shape[0], d)
     # independent visibility: projection inside the image and depth within the loose tolerance
     vis, _, _ = posed.frame.camera.visible_pixels(
         posed.T_map_cam.inverse().apply(pts), posed.frame.depth_m, border_px=0,
@@ -101,7 +101,7 @@ def test_features_for_exactly_the_visible_points(segmenter: XMask3DSegmenter,
     assert np.array_equal(res.covered, np.flatnonzero(vis))
     assert 1000 < res.covered.size < pts.shape[0] - 2  # the two points behind are not there
     assert res.features.dtype == np.float32 and res.features.shape == (res.covered.size, d)
-    assert np.isfinite(res.features).all() and weights is None
+    assert np.isfinite(res.features).all() and checked.weights is None
     assert res.masks is not None and res.mask_embeddings is not None
     k = res.masks.shape[0]
     assert k >= 1 and res.masks.shape == (k, H, W) and res.masks.dtype == np.bool_
@@ -110,19 +110,33 @@ def test_features_for_exactly_the_visible_points(segmenter: XMask3DSegmenter,
     out = segmenter.last_output
     assert out is not None and out.covered.any()
     assert set(segmenter.last_timings) == {"3d", "2d", "clip", "fusion"}
-    # points inside a mask carry the unit fused feature blended with their mask's unit MaskCLIP
-    # embedding (ensemble.map_clip_ratio), the others their unit pure-3D feature
-    def unit(x: np.ndarray) -> np.ndarray:
-        return x / np.linalg.norm(x, axis=1, keepdims=True)
-
+    # the map's channels: the fused feature of every point (pure 3D outside masks), p(base), and
+    # for points inside a mask that mask's MaskCLIP embedding
     cov_pts = out.covered.numpy()
-    f3 = unit(out.feat_3d.numpy())
-    np.testing.assert_allclose(res.features[~cov_pts], f3[~cov_pts], rtol=1e-5, atol=1e-6)
-    r = segmenter.model.cfg.ensemble.map_clip_ratio
-    assert 0 < r < 1
-    clip = unit(out.mask_clip.numpy())[out.point_mask.numpy()[cov_pts]]
-    want = (1 - r) * unit(out.fused.numpy()[cov_pts]) + r * clip
-    np.testing.assert_allclose(res.features[cov_pts], want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(res.features, out.fused.numpy())
+    np.testing.assert_array_equal(res.features[~cov_pts], out.feat_3d.numpy()[~cov_pts])
+    assert out.p_base is not None and res.base_prob is not None
+    np.testing.assert_array_equal(res.base_prob, out.p_base.numpy())
+    assert res.point_masks is not None
+    np.testing.assert_array_equal(res.point_masks >= 0, cov_pts)
+    np.testing.assert_array_equal(checked.clip_points, np.flatnonzero(cov_pts))
+    np.testing.assert_array_equal(checked.clip_features,
+                                  out.mask_clip.numpy()[out.point_mask.numpy()[cov_pts]])
+    # every mask pixel belongs to the mask the points on it are said to be in
+    pix, _ = posed.frame.camera.project(posed.T_map_cam.inverse().apply(pts[res.covered[cov_pts]]))
+    r, c = np.floor(pix[:, 1]).astype(int), np.floor(pix[:, 0]).astype(int)
+    ok = (r >= 0) & (r < H) & (c >= 0) & (c < W)
+    hits = res.masks[res.point_masks[cov_pts][ok], r[ok], c[ok]]
+    assert hits.mean() > 0.9, hits.mean()
+
+
+def test_class_rule_is_the_models_inference_rule(segmenter: XMask3DSegmenter) -> None:
+    cfg = segmenter.model.cfg
+    rule = segmenter.class_rule
+    assert rule.logit_scale == pytest.approx(float(segmenter.model._logit_scale()))
+    assert rule.base_ratio == cfg.ensemble.base_ratio and rule.novel_ratio == cfg.ensemble.novel_ratio
+    assert rule.gating == cfg.binary.gating and rule.threshold == cfg.binary.threshold
+    assert rule.base_names == frozenset(cfg.binary.base_classes)
 
 
 def test_deterministic_in_eval_mode(segmenter: XMask3DSegmenter, frames: list[PosedFrame]) -> None:
@@ -201,3 +215,38 @@ def test_load_model_names_what_its_weights_are(tmp_path) -> None:
         assert torch.equal(v, again.trainable_state_dict()[k]), k
     with pytest.raises(ConfigError, match="unknown model config"):
         load_model("no_such_model")
+
+
+def test_map_frame_inference_shifts_only_what_the_3d_branch_sees(
+        segmenter: XMask3DSegmenter, frames: list[PosedFrame], monkeypatch: pytest.MonkeyPatch) -> None:
+    """runtime.frame_voxel_shift: the 3D branch gets the points half a voxel over (a floor at
+    z = 0 +- depth noise then lands in one voxel layer); pixels and colours use the true ones."""
+    from xmask3d_ros.model.projection import visible_point_pixels
+    from xmask3d_ros.model.sparse.base import voxelize_coordinates
+
+    model = segmenter.model
+    vs = model.cfg.backbone3d.voxel_size_m
+    assert model.cfg.runtime.frame_voxel_shift == 0.5
+    posed = frames[0]
+    pts = _map_points(posed)
+    seen: dict[str, Any] = {}
+    real_infer = model.infer
+
+    def spy(image: Any, points: Any, colors: Any, rows: Any, cols: Any, **kw: Any) -> Any:
+        seen.update(points=np.asarray(points), rows=np.asarray(rows), cols=np.asarray(cols))
+        return real_infer(image, points, colors, rows, cols, **kw)
+
+    monkeypatch.setattr(model, "infer", spy)
+    with torch.no_grad():
+        out = model.infer_frame(posed, pts)
+    assert out is not None
+    px = visible_point_pixels(pts, posed.frame.camera, posed.frame.depth_m,
+                              T_world_cam=posed.T_map_cam, border_px=10, depth_tolerance_rel=0.25)
+    np.testing.assert_array_equal(seen["rows"], px.rows)
+    np.testing.assert_array_equal(seen["cols"], px.cols)
+    np.testing.assert_allclose(seen["points"], pts[px.point_index] + np.float32(0.5 * vs), atol=1e-6)
+    # why: a floor sampled at z = +-0.5 mm is two voxel layers unshifted, one layer shifted
+    floor = np.array([[x, y, z] for x in (0.1, 0.3) for y in (0.1, 0.3) for z in (-5e-4, 5e-4)],
+                     dtype=np.float32)
+    layers = lambda p: torch.unique(voxelize_coordinates(torch.from_numpy(p), vs)[0][:, 3]).numel()  # noqa: E731
+    assert layers(floor) == 2 and layers(floor + np.float32(0.5 * vs)) == 1

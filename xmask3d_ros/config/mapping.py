@@ -1,8 +1,9 @@
 """Config of the mapping layer: the bounded local voxel map (``LocalVoxelMap``).
 
-Memory per voxel is ``LocalVoxelMap.bytes_per_voxel(D)`` = 61 + 2 * D bytes (1085 B at D = 512,
-1597 B at D = 768; see xmask3d_ros/mapping/voxel_map.py), so ``max_voxels`` is the memory knob:
-the default 300 000 is ~0.48 GB of map at D = 768.
+Memory per voxel is ``LocalVoxelMap.bytes_per_voxel(D)`` = 73 + 4 * D bytes with the MaskCLIP
+channel (2121 B at D = 512, 3145 B at D = 768; 73 + 2 * D without it; see
+xmask3d_ros/mapping/voxel_map.py), so ``max_voxels`` is the memory knob: the default 300 000 is
+~0.9 GB of map at D = 768 (~0.6 GB at D = 512).
 """
 
 from __future__ import annotations
@@ -31,6 +32,12 @@ class MapCfg:
     max_voxels: int = param(
         300_000, "Hard cap on the number of voxels; the excess is evicted by 'eviction'.",
         ge=1, le=50_000_000,
+    )
+    clip_channel: bool = param(
+        True,
+        "Keep a second feature channel per voxel, the mean MaskCLIP embedding of the masks that "
+        "covered it (+2 D bytes per voxel). Queries need it for the model's MaskCLIP ensemble, "
+        "which carries most of its novel-class recognition.",
     )
     eviction: str = param(
         "farthest",

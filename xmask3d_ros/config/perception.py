@@ -74,7 +74,11 @@ class QueryCfg:
     """How text queries are answered from the stored per-voxel features."""
 
     min_score: float = param(
-        0.2, "cosine score below which a voxel is 'unknown' (when a query gives 0)", ge=-1, le=1
+        0.2,
+        "score below which a voxel is 'unknown' (when a query gives 0): in segment mode the "
+        "class probability under the model's rule (a cosine for segmenters without one), in "
+        "highlight mode the cosine relevance",
+        ge=-1, le=1,
     )
     min_object_voxels: int = param(10, "smallest connected component reported as an object", ge=1)
     max_labels: int = param(

@@ -73,8 +73,8 @@ class EvalCfg:
     features: str = param(
         "fused",
         "point features classified: 'fused' (2D mask + 3D, the model), 'pure_3d' (the 3D "
-        "branch alone: the 'without 2D branch' ablation) or 'map' (the feature the segmenter "
-        "writes into the map, ensemble.map_clip_ratio; plain cosine argmax as a map query)",
+        "branch alone: the 'without 2D branch' ablation) or 'map' (per view what a map query "
+        "computes: class-agnostic masks, then the ensemble and gating)",
         choices=("fused", "pure_3d", "map"),
     )
 

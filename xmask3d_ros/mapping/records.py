@@ -51,6 +51,10 @@ class VoxelMapSnapshot:
     last_seen_ns: npt.NDArray[np.int64]  # (N,)
     features: npt.NDArray[np.float16] | None  # (N, D), None if not requested
     feature_weights: npt.NDArray[np.float32]  # (N,)
+    clip_features: npt.NDArray[np.float16] | None  # (N, clip_dim) MaskCLIP channel, None if not requested
+    clip_weights: npt.NDArray[np.float32]  # (N,)
+    base_prob: npt.NDArray[np.float32]  # (N,) mean p(base), where base_prob_weights > 0
+    base_prob_weights: npt.NDArray[np.float32]  # (N,)
     voxel_size_m: float
     feature_dim: int
     version: int

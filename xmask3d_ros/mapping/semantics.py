@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["fold_features", "row_norms", "update_features"]
+__all__ = ["fold_features", "row_norms", "update_features", "update_mean"]
 
 
 def update_features(
@@ -89,3 +89,31 @@ def fold_features(
 def row_norms(f: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     """(M, D) -> (M,) float32 L2 norms (einsum: no (M, D) temporary)."""
     return np.sqrt(np.einsum("ij,ij->i", f, f))
+
+
+def update_mean(
+    mean: npt.NDArray[np.float32],
+    weights: npt.NDArray[np.float32],
+    idx: npt.NDArray[np.intp],
+    values: npt.NDArray[np.float32],
+    w: npt.NDArray[np.float32],
+) -> None:
+    """Fold scalar observations ``values`` (M,) with weights ``w`` (M,) >= 0 into the running
+    weighted means ``mean[idx]`` (total weight ``weights[idx]``); repeated rows are summed first.
+    ValueError if a value is not finite."""
+    if not np.all(np.isfinite(values)):
+        raise ValueError("values contain NaN or inf")
+    if idx.size == 0:
+        return
+    if np.all(idx[1:] > idx[:-1]):
+        rows, wsum, vsum = idx, w, w * values
+    else:
+        rows, inv = np.unique(idx, return_inverse=True)
+        wsum = np.bincount(inv, weights=w, minlength=rows.size)
+        vsum = np.bincount(inv, weights=w * values, minlength=rows.size)
+    keep = wsum > 0
+    rows, wsum, vsum = rows[keep], wsum[keep], vsum[keep]
+    w_old = weights[rows].astype(np.float64)
+    w_new = w_old + wsum
+    mean[rows] = (mean[rows] * w_old + vsum) / w_new
+    weights[rows] = w_new

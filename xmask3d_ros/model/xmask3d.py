@@ -153,22 +153,6 @@ class KeyframeOutput:
     point_probs: Tensor | None = None  # (Nv, C) after ensemble and gating
     labels: Tensor | None = None  # (Nv,) int64 argmax of point_probs
 
-    def map_features(self, clip_ratio: float) -> Tensor:
-        """(Nv, E) what a point contributes to a map: unit fused feature blended with the unit
-        MaskCLIP embedding of its mask (weight ``clip_ratio``) where a mask covers it.
-
-        For one ratio r, ``r log softmax(s cos(f, t)) + (1 - r) log softmax(s cos(m, t))``
-        differs from ``s t . (r f/|f| + (1 - r) m/|m|)`` by a per-point constant: the
-        reference's geometric ensemble (§1.12) without per-class ratios, and without needing
-        the vocabulary when the feature is stored.
-        """
-        fused = torch.nn.functional.normalize(self.fused.float(), dim=-1)
-        if clip_ratio <= 0 or self.mask_clip.shape[0] == 0:
-            return fused
-        clip = torch.nn.functional.normalize(self.mask_clip.float(), dim=-1)
-        blended = (1.0 - clip_ratio) * fused + clip_ratio * clip[self.point_mask.clamp_min(0)]
-        return torch.where((self.point_mask >= 0)[:, None], blended, fused)
-
     def image_masks(self) -> Tensor:
         """(K, H, W) bool final masks at image resolution (nearest mask-grid cell)."""
         h, w = self.image_hw
@@ -287,6 +271,11 @@ class XMask3D(nn.Module):
 
     def _logit_scale(self) -> Tensor:
         return self.branch2d.mask_decoder.post_mask_embed.scale()
+
+    @property
+    def logit_scale(self) -> float:
+        """The learned temperature on every cosine logit (point, mask and MaskCLIP scores)."""
+        return float(self._logit_scale().detach())
 
     def _null_embed(self) -> Tensor:
         return self.branch2d.mask_decoder.post_mask_embed.null_embed[0]
@@ -513,7 +502,8 @@ class XMask3D(nn.Module):
         """One posed RGB-D keyframe and map points (M, 3) in the map frame.
 
         The reference visibility test (``border_px``, ``depth_tolerance_rel``; §1.7) selects
-        the points and their pixels; a point's colour is its pixel's. ``point_index`` of the
+        the points and their pixels; a point's colour is its pixel's. The 3D branch sees the
+        points shifted by ``runtime.frame_voxel_shift`` voxels (see that parameter). ``point_index`` of the
         result indexes ``points_map``. None when no point is visible.
         """
         frame = posed.frame
@@ -525,8 +515,10 @@ class XMask3D(nn.Module):
         if len(px) == 0:
             return None
         colors = frame.rgb[px.rows, px.cols]
+        # pixels come from the true positions; only the 3D branch sees the shifted ones
+        shift = np.float32(self.cfg.runtime.frame_voxel_shift * self.cfg.backbone3d.voxel_size_m)
         out = self.infer(
-            frame.rgb, pts[px.point_index], colors, px.rows, px.cols,
+            frame.rgb, pts[px.point_index] + shift, colors, px.rows, px.cols,
             vocabulary=vocabulary, timings=timings,
         )
         index = torch.as_tensor(px.point_index, device=out.point_index.device)

@@ -109,7 +109,8 @@ class PerceptionPipeline:
         self._d = d
         self._segmenter = segmenter
         self._map = LocalVoxelMap(cfg.mapping, d)
-        self._engine = QueryEngine(text_encoder, cfg.query)
+        # a segmenter may carry its model's classification rule (XMask3DSegmenter.class_rule)
+        self._engine = QueryEngine(text_encoder, cfg.query, getattr(segmenter, "class_rule", None))
         self._keyframes = KeyframeSelector(cfg.pipeline.keyframe)
         self._map_lock = threading.Lock()
         self._step_lock = threading.Lock()  # step() calls are serialised (keyframe state)
@@ -231,19 +232,21 @@ class PerceptionPipeline:
         t0 = time.perf_counter()
         result = self._segmenter.segment(posed, points, rows)
         self._time("segment", t0)
-        covered, feats, weights = check_segmentation(result, rows.size, self._d)
+        seg = check_segmentation(result, rows.size, self._d)
         with self._map_lock:
             t0 = time.perf_counter()
-            target = rows[covered]
+            target = rows[seg.covered]
             if self._map.layout_version != layout:
-                target = self._map.rows_of(packed[covered])
+                target = self._map.rows_of(packed[seg.covered])
                 alive = target >= 0
                 self._add("remapped_keyframes")
                 if not alive.all():
                     self._add("lost_updates", int(np.count_nonzero(~alive)))
-                    target, feats = target[alive], feats[alive]
-                    weights = weights[alive] if weights is not None else None
-            self._map.update_semantics(target, feats, weights)
+                    target, seg = target[alive], seg.select(alive)
+            self._map.update_semantics(target, seg.features, seg.weights, base_prob=seg.base_prob)
+            if seg.clip_points.size:
+                w = None if seg.weights is None else seg.weights[seg.clip_points]
+                self._map.update_clip_features(target[seg.clip_points], seg.clip_features, w)
             self._time("update", t0)
         self._add("segmented")
 

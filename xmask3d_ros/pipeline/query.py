@@ -1,8 +1,10 @@
 """The query engine: class names -> per-voxel scores, labels and objects, from stored features.
 
 A query never touches the model: labels become text embeddings (cached per label, through the
-``TextEncoder``), the per-voxel scores are one blocked matrix product over the map's fp16
-features (:mod:`xmask3d_ros.pipeline.scoring`), and objects are the connected components of each
+``TextEncoder``), the per-voxel scores are blocked matrix products over the map's fp16
+features (:mod:`xmask3d_ros.pipeline.scoring`) under the segmenter's classification rule when it
+has one (:class:`~xmask3d_ros.pipeline.class_rule.ClassRule`: the model's MaskCLIP ensemble and
+base/novel gating on the stored channels; segment-mode scores are then class probabilities), and objects are the connected components of each
 label's voxels (:mod:`xmask3d_ros.pipeline.components`). So a new vocabulary is answered from
 the current map with no re-integration and no segmentation pass.
 
@@ -30,7 +32,8 @@ from xmask3d_ros.config.perception import QueryCfg
 from xmask3d_ros.pipeline.answers import UNKNOWN_LABEL, LabelAnswer, ObjectAnswer, QueryAnswer, QueryMode
 from xmask3d_ros.pipeline.components import connected_components, summarize_components
 from xmask3d_ros.pipeline.errors import QueryError
-from xmask3d_ros.pipeline.scoring import SegmentScores, score_highlight, score_segment
+from xmask3d_ros.pipeline.class_rule import ClassRule
+from xmask3d_ros.pipeline.scoring import RuleInputs, SegmentScores, score_highlight, score_segment
 from xmask3d_ros.pipeline.segmenter import TextEncoder
 from xmask3d_ros.pipeline.text_cache import TextCacheStats, TextEmbeddingCache
 
@@ -54,6 +57,14 @@ class VoxelView(Protocol):
     def features(self) -> npt.NDArray[Any] | None: ...  # (N, D) float16
     @property
     def feature_weights(self) -> npt.NDArray[np.float32]: ...  # (N,)
+    @property
+    def clip_features(self) -> npt.NDArray[Any] | None: ...  # (N, D or 0) float16
+    @property
+    def clip_weights(self) -> npt.NDArray[np.float32]: ...  # (N,)
+    @property
+    def base_prob(self) -> npt.NDArray[np.float32]: ...  # (N,)
+    @property
+    def base_prob_weights(self) -> npt.NDArray[np.float32]: ...  # (N,)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +83,7 @@ class PreparedQuery:
     min_score: float
     text: npt.NDArray[np.float32]  # (L, D) unit embeddings
     encode_ms: float
+    base: npt.NDArray[np.bool_] | None = None  # (L,) base flags under the engine's rule
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -121,10 +133,16 @@ def normalize_labels(
 
 
 class QueryEngine:
-    """Answers text queries from a map's stored features (thread-safe)."""
+    """Answers text queries from a map's stored features (thread-safe).
 
-    def __init__(self, text_encoder: TextEncoder, cfg: QueryCfg | None = None) -> None:
+    ``rule``: the segmenter's classification rule (``XMask3DSegmenter.class_rule``); None scores
+    cosines of the fused features (segmenters without one, e.g. the ground-truth double).
+    """
+
+    def __init__(self, text_encoder: TextEncoder, cfg: QueryCfg | None = None,
+                 rule: ClassRule | None = None) -> None:
         self._cfg = cfg if cfg is not None else QueryCfg()
+        self._rule = rule
         self._cache = TextEmbeddingCache(text_encoder, self._cfg.text_cache_size)
         self._lock = threading.Lock()
         self._queries = self._refused = self._dropped = 0
@@ -136,6 +154,10 @@ class QueryEngine:
     @property
     def feature_dim(self) -> int:
         return self._cache.feature_dim
+
+    @property
+    def rule(self) -> ClassRule | None:
+        return self._rule
 
     @property
     def stats(self) -> QueryStats:
@@ -179,7 +201,9 @@ class QueryEngine:
         if dropped:
             _log.info("query: dropped empty/duplicate labels %s", list(dropped))
         text = self._cache.get(names)
-        return PreparedQuery(names, dropped, qmode, thr, text, (time.perf_counter() - t0) * 1e3)
+        base = self._rule.base_flags(names) if self._rule is not None else None
+        return PreparedQuery(names, dropped, qmode, thr, text, (time.perf_counter() - t0) * 1e3,
+                             base)
 
     def score(self, prepared: PreparedQuery, voxels: VoxelView) -> ScoredQuery:
         """Score every voxel (reads the map; hold its lock around this call only)."""
@@ -195,13 +219,17 @@ class QueryEngine:
             ))
         weights = voxels.feature_weights
         cfg = self._cfg
+        rule = None
+        if self._rule is not None and prepared.base is not None:
+            rule = RuleInputs(self._rule, prepared.base, voxels.clip_features, voxels.clip_weights,
+                              voxels.base_prob, voxels.base_prob_weights)
         seg = hl = None
         if prepared.mode is QueryMode.SEGMENT:
-            seg = score_segment(feats, weights, prepared.text, prepared.min_score,
+            seg = score_segment(feats, weights, prepared.text, prepared.min_score, rule=rule,
                                 compute_dtype=cfg.compute_dtype, chunk_rows=cfg.chunk_rows,
                                 threads=cfg.threads)
         else:
-            hl = score_highlight(feats, weights, prepared.text,
+            hl = score_highlight(feats, weights, prepared.text, rule=rule,
                                  compute_dtype=cfg.compute_dtype, chunk_rows=cfg.chunk_rows,
                                  threads=cfg.threads)
         positions = np.array(voxels.positions, dtype=np.float32, copy=True).reshape(n, 3)

@@ -1,8 +1,13 @@
-"""Per-voxel cosine scores against text embeddings: one blocked matrix product over fp16 features.
+"""Per-voxel scores against text embeddings: blocked matrix products over fp16 features.
 
-The map stores, per voxel, the running mean of unit features in float16 (norm <= 1). The score
-of voxel ``i`` for label ``l`` is ``cos(f_i, t_l) = (f_i . t_l) / |f_i|`` (text embeddings are unit
-vectors). Voxels with zero feature weight have no semantics ("unknown", NaN score).
+The map stores, per voxel, the running mean of unit features in float16 (norm <= 1). Without a
+segmenter's rule the score of voxel ``i`` for label ``l`` is ``cos(f_i, t_l) = (f_i . t_l) / |f_i|``
+(text embeddings are unit vectors). With one (:class:`RuleInputs`: the MaskCLIP channel, p(base)
+and the labels' base flags), segment mode scores the class probability of
+:func:`~xmask3d_ros.pipeline.class_rule.class_probabilities`, and highlight mode the cosine of
+the blend ``(1 - r) f/|f| + r c/|c|`` of the unit fused and MaskCLIP means (``r`` =
+``highlight_clip_ratio``; fused alone where no mask covered the voxel). Voxels with zero feature
+weight have no semantics ("unknown", NaN score).
 
 CPUs have no fast float16 GEMM (torch's fp16 ``mm`` on an AVX-512 EPYC runs at ~1/20 of fp32),
 and converting the whole (N, D) matrix first costs a pass over memory plus a 2x larger copy.
@@ -33,7 +38,9 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-__all__ = ["COMPUTE_DTYPES", "SegmentScores", "score_highlight", "score_segment"]
+from xmask3d_ros.pipeline.class_rule import ClassRule, class_probabilities
+
+__all__ = ["COMPUTE_DTYPES", "RuleInputs", "SegmentScores", "score_highlight", "score_segment"]
 
 R = TypeVar("R")
 
@@ -43,11 +50,33 @@ _MIN_NORM = 1e-6
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
+class RuleInputs:
+    """What a segmenter's rule reads besides the fused features (arrays aligned with them)."""
+
+    rule: ClassRule
+    base: npt.NDArray[np.bool_]  # (L,) the labels' base flags (``rule.base_flags``)
+    clip_features: npt.NDArray[Any] | None  # (N, D) mean MaskCLIP embeddings; None/0 columns: none
+    clip_weights: npt.NDArray[np.float32]  # (N,) 0 = no mask covered the voxel
+    base_prob: npt.NDArray[np.float32]  # (N,) mean p(base)
+    base_prob_weights: npt.NDArray[np.float32]  # (N,) 0 = no p(base)
+
+    def clip_kernel(self, text: npt.NDArray[np.float32], compute_dtype: str,
+                    chunk_rows: int) -> _Kernel | None:
+        c = self.clip_features
+        if c is None or c.shape[1] == 0:
+            return None
+        if c.shape[1] != text.shape[1]:
+            raise ValueError(f"clip features must be (N, {text.shape[1]}), got {c.shape}")
+        return _Kernel(c, text, compute_dtype, chunk_rows, slot="clip")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
 class SegmentScores:
     """Segment-mode result: each voxel's best label over the vocabulary."""
 
     label: npt.NDArray[np.int32]  # (N,) best label index, -1 = unknown (no semantics / < min_score)
-    score: npt.NDArray[np.float32]  # (N,) best cosine score, NaN where the voxel has no semantics
+    score: npt.NDArray[np.float32]  # (N,) best score (cosine, or probability with a rule), NaN
+    # where the voxel has no semantics
     max_score: npt.NDArray[np.float32]  # (L,) best score per label over known voxels, NaN if none
     num_voxels: npt.NDArray[np.int64]  # (L,) voxels assigned each label
 
@@ -96,7 +125,7 @@ _LINEAR_F32 = _pick_linear_f32()
 # ---------------------------------------------------------------------------- worker threads
 _pools: dict[int, ThreadPoolExecutor] = {}
 _pools_lock = threading.Lock()
-_buffers = threading.local()  # per thread: reused block buffers
+_buffers = threading.local()  # per thread and kernel slot: reused block buffers
 
 
 def _single_threaded(barrier: threading.Barrier) -> None:
@@ -134,27 +163,40 @@ class _Kernel:
     """Raw scores (k, L) float32 and feature norms (k,) of a block of rows, in reused buffers."""
 
     def __init__(self, features: npt.NDArray[Any], text: npt.NDArray[np.float32],
-                 compute_dtype: str, chunk_rows: int) -> None:
+                 compute_dtype: str, chunk_rows: int, *, slot: str = "features") -> None:
         if compute_dtype not in COMPUTE_DTYPES:
             raise ValueError(f"compute_dtype must be one of {', '.join(COMPUTE_DTYPES)}, got {compute_dtype!r}")
         self.n, self.d = features.shape
         self.c = max(1, min(int(chunk_rows), self.n))
         self.dtype = compute_dtype
+        self.slot = slot  # kernels used together in one block need their own buffers
         self.feat = _as_tensor(features)
         self.text = torch.from_numpy(np.ascontiguousarray(text, dtype=np.float32))  # (L, D)
         self.text_low_t = self.text.to(torch.bfloat16).t() if compute_dtype == "bfloat16" else None
 
     def _buffers(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        slots = getattr(_buffers, "slots", None)
+        if slots is None:
+            slots = _buffers.slots = {}
         key = (self.c, self.d, self.dtype)
-        if getattr(_buffers, "key", None) != key:
-            _buffers.key = key
-            _buffers.x32 = torch.empty((self.c, self.d), dtype=torch.float32)
-            _buffers.norm = torch.empty(self.c, dtype=torch.float32)
-            _buffers.low = (torch.empty((self.c, self.d), dtype=torch.bfloat16)
-                            if self.dtype == "bfloat16" else None)
-        return _buffers.x32, _buffers.norm, _buffers.low
+        held = slots.get(self.slot)
+        if held is None or held[0] != key:
+            held = slots[self.slot] = (
+                key,
+                torch.empty((self.c, self.d), dtype=torch.float32),
+                torch.empty(self.c, dtype=torch.float32),
+                torch.empty((self.c, self.d), dtype=torch.bfloat16) if self.dtype == "bfloat16" else None,
+            )
+        return held[1], held[2], held[3]
 
     def __call__(self, s: int, e: int) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+        out, nrm, _ = self.block(s, e)
+        return out, nrm
+
+    def block(self, s: int, e: int
+              ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+        """Raw scores (k, L), norms (k,) and the block's rows as float32 (k, D), all valid until
+        this thread's next block of the same slot."""
         x32_buf, norm_buf, low_buf = self._buffers()
         k = e - s
         x32 = x32_buf[:k]
@@ -167,7 +209,33 @@ class _Kernel:
             out = torch.mm(xl, self.text_low_t).float()
         nrm = norm_buf[:k]
         torch.linalg.vector_norm(x32, dim=1, out=nrm)
-        return out.numpy(), np.maximum(nrm.numpy(), _MIN_NORM)
+        return out.numpy(), np.maximum(nrm.numpy(), _MIN_NORM), x32.numpy()
+
+
+def _rule_block(
+    kernel: _Kernel, clip: _Kernel | None, inputs: RuleInputs, s: int, e: int, mode: str
+) -> npt.NDArray[np.float32]:
+    """(k, L) rule scores of rows [s, e): class probabilities (``segment``) or the cosine of
+    the blended unit means (``highlight``)."""
+    out, nrm, x = kernel.block(s, e)
+    fused = out / nrm[:, None]
+    covered = inputs.clip_weights[s:e] > 0
+    clip_cos = None
+    if clip is not None and covered.any():
+        c_out, c_nrm, cx = clip.block(s, e)
+        clip_cos = c_out / c_nrm[:, None]
+    if mode == "segment":
+        pw = inputs.base_prob_weights[s:e] > 0
+        return class_probabilities(inputs.rule, fused, clip_cos, covered,
+                                   inputs.base_prob[s:e], pw, inputs.base)
+    r = np.float32(inputs.rule.highlight_clip_ratio)
+    if clip_cos is None or r == 0:
+        return fused
+    rows = np.flatnonzero(covered)
+    dot = np.einsum("ij,ij->i", x[rows], cx[rows]) / (nrm[rows] * c_nrm[rows])
+    norm = np.sqrt(np.maximum((1 - r) ** 2 + r * r + 2 * r * (1 - r) * dot, _MIN_NORM))
+    fused[rows] = ((1 - r) * fused[rows] + r * clip_cos[rows]) / norm[:, None]
+    return fused
 
 
 def score_segment(
@@ -176,6 +244,7 @@ def score_segment(
     text: npt.NDArray[np.float32],
     min_score: float,
     *,
+    rule: RuleInputs | None = None,
     compute_dtype: str = "float32",
     chunk_rows: int = 2048,
     threads: int = 0,
@@ -183,8 +252,9 @@ def score_segment(
     """Argmax over the vocabulary per voxel.
 
     ``features`` (N, D) float16 (or float32) running means, ``weights`` (N,) feature weights
-    (0 = no semantics), ``text`` (L, D) unit embeddings. A known voxel whose best cosine is below
-    ``min_score`` is unknown (label -1) but keeps its score.
+    (0 = no semantics), ``text`` (L, D) unit embeddings. The score is the cosine, or with
+    ``rule`` the class probability. A known voxel whose best score is below ``min_score`` is
+    unknown (label -1) but keeps its score.
     """
     weights = np.asarray(weights)
     text = np.asarray(text, dtype=np.float32)
@@ -197,10 +267,14 @@ def score_segment(
     known = weights > 0
     arg = np.empty(n, dtype=np.int64)
     kernel = _Kernel(features, text, compute_dtype, chunk_rows)
+    clip = rule.clip_kernel(text, compute_dtype, chunk_rows) if rule is not None else None
 
     def block(s: int, e: int) -> npt.NDArray[np.float32]:
-        out, nrm = kernel(s, e)
-        out /= nrm[:, None]
+        if rule is not None:
+            out = _rule_block(kernel, clip, rule, s, e, "segment")
+        else:
+            out, nrm = kernel(s, e)
+            out /= nrm[:, None]
         kn = known[s:e]
         if not kn.all():
             out[~kn] = -np.inf
@@ -224,11 +298,13 @@ def score_highlight(
     weights: npt.NDArray[Any],
     text: npt.NDArray[np.float32],
     *,
+    rule: RuleInputs | None = None,
     compute_dtype: str = "float32",
     chunk_rows: int = 2048,
     threads: int = 0,
 ) -> npt.NDArray[np.float32]:
-    """(N, L) float32 cosine score of every voxel for every label; NaN rows for unknown voxels."""
+    """(N, L) float32 cosine score of every voxel for every label (with ``rule``: of the blended
+    fused and MaskCLIP means); NaN rows for unknown voxels."""
     weights = np.asarray(weights)
     text = np.asarray(text, dtype=np.float32)
     _check(features, weights, text)
@@ -237,8 +313,12 @@ def score_highlight(
     if n == 0 or L == 0:
         return scores
     kernel = _Kernel(features, text, compute_dtype, chunk_rows)
+    clip = rule.clip_kernel(text, compute_dtype, chunk_rows) if rule is not None else None
 
     def block(s: int, e: int) -> None:
+        if rule is not None:
+            scores[s:e] = _rule_block(kernel, clip, rule, s, e, "highlight")
+            return
         out, nrm = kernel(s, e)
         np.divide(out, nrm[:, None], out=scores[s:e])
 

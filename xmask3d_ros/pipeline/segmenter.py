@@ -15,7 +15,14 @@ import numpy.typing as npt
 
 from xmask3d_ros.geometry.frame import PosedFrame
 
-__all__ = ["SegmentationResult", "Segmenter", "TextEncoder", "check_segmentation", "check_text_embeddings"]
+__all__ = [
+    "CheckedSegmentation",
+    "SegmentationResult",
+    "Segmenter",
+    "TextEncoder",
+    "check_segmentation",
+    "check_text_embeddings",
+]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -25,6 +32,9 @@ class SegmentationResult:
     ``covered`` indexes the ``points_map`` rows the segmenter was given (not map rows): only those
     points get ``features``. Features live in the CLIP text space (cosine with text embeddings
     is the class score); they need not be normalised (the map normalises before averaging).
+    ``point_masks`` (aligned with ``covered``) names the mask of ``mask_embeddings`` covering
+    each point (-1: none): the map averages those MaskCLIP embeddings in a channel of their
+    own. ``base_prob`` is the binary head's p(base) per covered point.
     """
 
     covered: npt.NDArray[np.int64]  # (K,) indices into the given points, each at most once
@@ -32,11 +42,42 @@ class SegmentationResult:
     weights: npt.NDArray[np.float32] | None = None  # (K,) >= 0 confidence; None = all 1
     mask_embeddings: npt.NDArray[np.float32] | None = None  # (Q, D) per-mask CLIP embeddings
     masks: npt.NDArray[np.bool_] | None = None  # (Q, H, W) the masks, image pixels
+    point_masks: npt.NDArray[np.int64] | None = None  # (K,) mask index per point, -1 = none
+    base_prob: npt.NDArray[np.float32] | None = None  # (K,) p(base) in [0, 1]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class CheckedSegmentation:
+    """A validated :class:`SegmentationResult`, float32, with the MaskCLIP embedding of each
+    covered point gathered (``clip_points`` index ``covered``)."""
+
+    covered: npt.NDArray[np.int64]  # (K,)
+    features: npt.NDArray[np.float32]  # (K, D)
+    weights: npt.NDArray[np.float32] | None  # (K,)
+    base_prob: npt.NDArray[np.float32] | None  # (K,)
+    clip_points: npt.NDArray[np.int64]  # (J,) positions in ``covered`` of points inside a mask
+    clip_features: npt.NDArray[np.float32]  # (J, D) their masks' MaskCLIP embeddings
+
+    def select(self, keep: npt.NDArray[np.bool_]) -> CheckedSegmentation:
+        """The observations of the covered points where ``keep`` (K,) is True."""
+        new_pos = np.cumsum(keep) - 1
+        ck = keep[self.clip_points]
+        return CheckedSegmentation(
+            self.covered[keep], self.features[keep],
+            None if self.weights is None else self.weights[keep],
+            None if self.base_prob is None else self.base_prob[keep],
+            new_pos[self.clip_points[ck]], self.clip_features[ck],
+        )
 
 
 @runtime_checkable
 class Segmenter(Protocol):
-    """Frame + visible map points -> per-point CLIP-space features (one call per keyframe)."""
+    """Frame + visible map points -> per-point CLIP-space features (one call per keyframe).
+
+    A segmenter may also have a ``class_rule`` attribute
+    (:class:`~xmask3d_ros.pipeline.class_rule.ClassRule` or None): how its model classifies
+    from the stored channels; the query engine then applies it instead of a plain cosine.
+    """
 
     @property
     def feature_dim(self) -> int:
@@ -73,10 +114,8 @@ class TextEncoder(Protocol):
         ...
 
 
-def check_segmentation(
-    result: object, n_points: int, feature_dim: int
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32], npt.NDArray[np.float32] | None]:
-    """Validate a segmenter's output for ``n_points`` inputs; returns (covered, features, weights).
+def check_segmentation(result: object, n_points: int, feature_dim: int) -> CheckedSegmentation:
+    """Validate a segmenter's output for ``n_points`` inputs.
 
     Raises ValueError naming what is wrong (so a broken segmenter is a counted, logged error).
     """
@@ -101,7 +140,32 @@ def check_segmentation(
             raise ValueError(f"weights must have shape ({cov.size},), got {w.shape}")
         if not np.all(np.isfinite(w)) or (w.size and w.min() < 0):
             raise ValueError("weights must be finite and >= 0")
-    return cov, feats, w
+    pb = None
+    if result.base_prob is not None:
+        pb = np.asarray(result.base_prob, dtype=np.float32)
+        if pb.shape != (cov.size,):
+            raise ValueError(f"base_prob must have shape ({cov.size},), got {pb.shape}")
+        if not np.all((pb >= 0) & (pb <= 1)):
+            raise ValueError("base_prob must lie in [0, 1] (NaN is not allowed)")
+    clip_points = np.empty(0, np.int64)
+    clip = np.empty((0, feature_dim), np.float32)
+    if result.point_masks is not None:
+        emb = None if result.mask_embeddings is None else np.asarray(result.mask_embeddings)
+        if emb is None or emb.ndim != 2 or emb.shape[1] != feature_dim:
+            raise ValueError(f"point_masks needs mask_embeddings of shape (Q, {feature_dim}), got "
+                             f"{None if emb is None else emb.shape}")
+        pm = np.asarray(result.point_masks)
+        if pm.shape != (cov.size,) or (pm.size and pm.dtype.kind not in "iu"):
+            raise ValueError(f"point_masks must be ({cov.size},) integers, got shape {pm.shape}, "
+                             f"dtype {pm.dtype}")
+        if pm.size and (pm.min() < -1 or pm.max() >= emb.shape[0]):
+            raise ValueError(f"point_masks must lie in [-1, {emb.shape[0]}) (the masks given)")
+        emb = emb.astype(np.float32, copy=False)
+        if not np.all(np.isfinite(emb)):
+            raise ValueError("mask_embeddings contain NaN or inf")
+        clip_points = np.flatnonzero(pm >= 0).astype(np.int64)
+        clip = emb[pm[clip_points]]
+    return CheckedSegmentation(cov, feats, w, pb, clip_points, clip)
 
 
 def check_text_embeddings(emb: object, n_labels: int, feature_dim: int) -> npt.NDArray[np.float32]:

@@ -5,9 +5,12 @@
 
 ``XMask3DSegmenter.segment`` runs :meth:`XMask3D.infer_frame` on one keyframe: every visible map
 point gets its fused feature (2D mask feature fused with the 3D feature where a final mask covers
-it, the pure-3D feature elsewhere, reference-notes §1.9), in CLIP text space; the final masks come
-back as image-resolution booleans with their MaskCLIP embeddings. ``ClipTextEncoder`` embeds
-class names with the same (frozen) CLIP, so a query is a cosine in one space.
+it, the pure-3D feature elsewhere, reference-notes §1.9), in CLIP text space, its p(base) and
+the index of the final mask covering it; the final masks come back as image-resolution booleans
+with their MaskCLIP embeddings. ``ClipTextEncoder`` embeds class names with the same (frozen)
+CLIP. :attr:`XMask3DSegmenter.class_rule` tells the query engine how the model classifies
+(ensemble ratios, gating, temperature, trained classes), so a map query labels a voxel the way
+the model labels a point.
 
 The mask clean-up needs class scores (§1.8). With a :class:`~xmask3d_ros.model.xmask3d.Vocabulary`
 (``vocabulary=`` or :meth:`XMask3DSegmenter.set_vocabulary`) it uses them, with the base/novel
@@ -29,6 +32,7 @@ from xmask3d_ros.geometry.frame import PosedFrame
 from xmask3d_ros.model.build import build_model
 from xmask3d_ros.model.clip import ClipModel
 from xmask3d_ros.model.xmask3d import KeyframeOutput, Vocabulary, XMask3D
+from xmask3d_ros.pipeline.class_rule import ClassRule
 from xmask3d_ros.pipeline.segmenter import SegmentationResult
 
 __all__ = ["ClipTextEncoder", "XMask3DSegmenter", "load_model", "resolve_device"]
@@ -140,6 +144,21 @@ class XMask3DSegmenter:
         return self.model.embed_dim
 
     @property
+    def class_rule(self) -> ClassRule:
+        """The model's classification rule for map queries (see :mod:`pipeline.class_rule`)."""
+        cfg = self.model.cfg
+        return ClassRule(
+            logit_scale=self.model.logit_scale,
+            base_names=frozenset(cfg.binary.base_classes),
+            ensemble=cfg.ensemble.enabled,
+            base_ratio=cfg.ensemble.base_ratio,
+            novel_ratio=cfg.ensemble.novel_ratio,
+            gating=cfg.binary.gating if cfg.binary.enabled else "off",
+            threshold=cfg.binary.threshold,
+            highlight_clip_ratio=cfg.ensemble.map_clip_ratio,
+        )
+
+    @property
     def vocabulary(self) -> Vocabulary | None:
         return self._vocabulary
 
@@ -179,10 +198,12 @@ class XMask3DSegmenter:
             )
         return SegmentationResult(
             covered=out.point_index.cpu().numpy().astype(np.int64, copy=False),
-            features=out.map_features(self.model.cfg.ensemble.map_clip_ratio).cpu().numpy(),
+            features=out.fused.float().cpu().numpy(),
             weights=None,
             mask_embeddings=out.mask_clip.float().cpu().numpy(),
             masks=out.image_masks().cpu().numpy(),
+            point_masks=out.point_mask.cpu().numpy().astype(np.int64, copy=False),
+            base_prob=None if out.p_base is None else out.p_base.float().cpu().numpy(),
         )
 
 

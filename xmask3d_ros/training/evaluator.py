@@ -62,6 +62,13 @@ def _ensemble(model: XMask3D, enabled: bool) -> Iterator[None]:
 
 def _predict(model: XMask3D, v: ViewSample, vocab: Vocabulary,
              to_label: npt.NDArray[np.int64], features: str) -> npt.NDArray[np.int64]:
+    if features == "map":  # per view, what a map query computes: class-agnostic masks (the
+        # map's channels do not depend on a vocabulary), then the model's rule
+        out = model.infer(v.image, v.points, v.colors, v.rows, v.cols, vocabulary=None)
+        labels = model.classify_points(out.fused, out.mask_clip, out.point_mask, out.p_base,
+                                       model.text_embeddings(vocab.names), vocab,
+                                       out.logit_scale)["labels"]
+        return np.asarray(to_label[labels.cpu().numpy()], dtype=np.int64)
     out = model.infer(v.image, v.points, v.colors, v.rows, v.cols, vocabulary=vocab)
     labels = out.labels
     if features == "pure_3d":  # the 3D branch alone: no mask feature, no MaskCLIP term
@@ -69,9 +76,6 @@ def _predict(model: XMask3D, v: ViewSample, vocab: Vocabulary,
         labels = model.classify_points(out.feat_3d, out.mask_clip, none, out.p_base,
                                        model.text_embeddings(vocab.names), vocab,
                                        out.logit_scale)["labels"]
-    elif features == "map":  # what a map query sees: cosine argmax, no gating
-        text = torch.nn.functional.normalize(model.text_embeddings(vocab.names), dim=-1)
-        labels = (out.map_features(model.cfg.ensemble.map_clip_ratio) @ text.T).argmax(-1)
     assert labels is not None
     return np.asarray(to_label[labels.cpu().numpy()], dtype=np.int64)
 

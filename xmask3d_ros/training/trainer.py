@@ -11,6 +11,7 @@ hyper-parameters, scheduler position, losses so far). Nothing is pickled.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import shutil
@@ -83,6 +84,12 @@ class Trainer:
         self.model = (model or build_model(self.model_cfg, seed=cfg.seed)).to(self.device)
         self.train_set = train_set or ViewDataset(cfg.data, cfg.data.train_split, seed=cfg.seed)
         self.partition = self.train_set.partition
+        base = self.partition.base_names_ordered()
+        if self.model.cfg.binary.base_classes != base:  # saved with the weights: map queries
+            # need to know which labels the model was trained on (ClassRule)
+            self.model.cfg = dataclasses.replace(self.model.cfg, binary=dataclasses.replace(
+                self.model.cfg.binary, base_classes=base))
+            self.model_cfg = self.model.cfg
         self.val_set = val_set
         self.evaluate_fn = evaluate
         groups = self.model.param_groups(cfg.lr_3d, cfg.lr_others)

@@ -1,0 +1,124 @@
+"""A segmenter's classification rule, applied at query time to a voxel's stored channels.
+
+XMask3D does not label a point by the cosine argmax of one feature: for a vocabulary with base
+(trained) and novel classes it takes a per-class geometric ensemble of the fused feature's
+probabilities with the MaskCLIP probabilities of the mask covering the point, then gates with
+the binary head's p(base) (reference-notes §1.10-1.12; :mod:`xmask3d_ros.model.heads`). Both
+steps need the vocabulary, which is only known when a query arrives. So the map keeps the
+ingredients per voxel (mean fused feature, mean MaskCLIP embedding, mean p(base)) and the query
+engine applies this rule, in numpy, to each block of voxels.
+
+:class:`ClassRule` carries the rule's numbers (the segmenter builds it from its model config);
+:func:`class_probabilities` evaluates it on cosine scores. A label is *base* when its normalised
+name is one of the names the model was trained on (:func:`normalize_name`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["ClassRule", "class_probabilities", "normalize_name"]
+
+GATING_MODES = ("hard", "soft", "off")
+
+
+def normalize_name(name: str) -> str:
+    """Lower case, ``_`` as a space, single spaces: 'Shower_Curtain ' -> 'shower curtain'."""
+    return " ".join(name.replace("_", " ").lower().split())
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassRule:
+    """The numbers of a segmenter's classification rule (see the module docstring).
+
+    ``logit_scale`` is the model's temperature on cosines; ``base_names`` the classes it was
+    trained on (empty: no label is base, so gating has nothing to choose between and every
+    label takes ``novel_ratio``); ``highlight_clip_ratio`` weighs the MaskCLIP channel in the
+    highlight-mode relevance (a cosine, see :mod:`xmask3d_ros.pipeline.scoring`).
+    """
+
+    logit_scale: float
+    base_names: frozenset[str] = frozenset()
+    ensemble: bool = True
+    base_ratio: float = 0.65
+    novel_ratio: float = 0.35
+    gating: str = "hard"
+    threshold: float = 0.5
+    highlight_clip_ratio: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not (np.isfinite(self.logit_scale) and self.logit_scale > 0):
+            raise ValueError(f"logit_scale must be > 0, got {self.logit_scale}")
+        if self.gating not in GATING_MODES:
+            raise ValueError(f"gating {self.gating!r} is not one of {', '.join(GATING_MODES)}")
+        for key in ("base_ratio", "novel_ratio", "highlight_clip_ratio"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise ValueError(f"{key} must lie in [0, 1], got {getattr(self, key)}")
+        if not 0.0 < self.threshold < 1.0:
+            raise ValueError(f"threshold must lie in (0, 1), got {self.threshold}")
+        object.__setattr__(self, "base_names", frozenset(normalize_name(n) for n in self.base_names))
+
+    def base_flags(self, labels: Sequence[str]) -> npt.NDArray[np.bool_]:
+        """(L,) True where a label names a class the model was trained on."""
+        return np.array([normalize_name(label) in self.base_names for label in labels], dtype=bool)
+
+
+def _log_softmax(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    y = x - x.max(axis=1, keepdims=True)
+    y -= np.log(np.exp(y).sum(axis=1, keepdims=True))
+    return y
+
+
+def _softmax(log_scores: npt.NDArray[np.float32], columns: npt.NDArray[np.bool_] | None = None
+             ) -> npt.NDArray[np.float32]:
+    """Row softmax over all columns, or over ``columns`` only (0 elsewhere)."""
+    x = log_scores if columns is None else np.where(columns, log_scores, -np.inf)
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    out: npt.NDArray[np.float32] = e / e.sum(axis=1, keepdims=True)
+    return out
+
+
+def class_probabilities(
+    rule: ClassRule,
+    fused_cos: npt.NDArray[np.float32],
+    clip_cos: npt.NDArray[np.float32] | None,
+    covered: npt.NDArray[np.bool_],
+    base_prob: npt.NDArray[np.float32],
+    has_base_prob: npt.NDArray[np.bool_],
+    base: npt.NDArray[np.bool_],
+) -> npt.NDArray[np.float32]:
+    """(k, L) class probabilities of k voxels for L labels under ``rule``.
+
+    ``fused_cos`` / ``clip_cos`` (k, L): cosines of the voxel's mean fused feature / mean
+    MaskCLIP embedding with the labels' text embeddings (``clip_cos`` rows are read only where
+    ``covered``); ``base_prob`` (k,) mean p(base), used where ``has_base_prob``; ``base`` (L,)
+    the labels' base flags. Covered voxels take ``r_c log p_fused + (1 - r_c) log p_clip``
+    (``r_c`` = base or novel ratio), then ``hard`` gating keeps the base labels where
+    p(base) > threshold and the novel ones elsewhere, ``soft`` mixes the two group softmaxes by
+    p(base); voxels without p(base), and vocabularies without both groups, are not gated. The
+    same arithmetic as :func:`xmask3d_ros.model.heads.ensemble_log_scores` and
+    ``gate_probabilities`` on one view's point.
+    """
+    s = np.float32(rule.logit_scale)
+    log_p = _log_softmax(fused_cos * s)
+    if clip_cos is not None and rule.ensemble and covered.any():
+        r = np.where(base, rule.base_ratio, rule.novel_ratio).astype(np.float32)
+        log_c = _log_softmax(clip_cos[covered] * s)
+        log_p[covered] = r * log_p[covered] + (1.0 - r) * log_c
+    probs = _softmax(log_p)
+    if rule.gating == "off" or base.all() or not base.any() or not has_base_prob.any():
+        return probs
+    g = np.flatnonzero(has_base_prob)
+    lp = log_p[g]
+    p_base, p_novel = _softmax(lp, base), _softmax(lp, ~base)
+    pb = base_prob[g, None].astype(np.float32)
+    if rule.gating == "hard":
+        probs[g] = np.where(pb > rule.threshold, p_base, p_novel)
+    else:
+        mixed = p_base * pb + p_novel * (1.0 - pb)
+        probs[g] = mixed / np.maximum(mixed.sum(axis=1, keepdims=True), np.finfo(np.float32).tiny)
+    return probs
