@@ -198,6 +198,48 @@ def test_through_the_pipeline(segmenter: XMask3DSegmenter, frames: list[PosedFra
     assert np.isfinite(answer.voxel_score).any()
 
 
+def test_a_map_query_labels_voxels_as_the_model_labels_points(make_cfg: Callable[..., Any]) -> None:
+    """One keyframe: the map's channels are that view's fused features, MaskCLIP embeddings and
+    p(base), and a segment query over them gives the model's own classify_points labels."""
+    from xmask3d_ros.pipeline.xmask3d_segmenter import load_model
+
+    model, _ = load_model("demo", ["runtime.device=cpu"])  # trained: the ensemble and gating matter
+    seg = XMask3DSegmenter.with_runtime(model)
+    names = ["wall", "floor", "chair", "sofa", "desk", "bookshelf"]
+    assert seg.class_rule.base_flags(names).tolist() == [True, True, True, False, False, False]
+    frames = _frames([15.6], seed=7000)  # the demo room: a desk and a bookshelf in view
+    pcfg = make_cfg(pipeline={"mode": "sync"})
+    with PerceptionPipeline(pcfg, seg, ClipTextEncoder(seg.model)) as pipe:
+        pipe.step(frames[0])
+        assert pipe.stats.segmented == 1 and pipe.query_engine.rule == seg.class_rule
+        out = seg.last_output
+        assert out is not None and out.p_base is not None
+        with pipe.locked_map() as m:
+            vis = pcfg.visibility
+            rows = m.visible(frames[0], vis.border_px, vis.depth_tolerance_rel)[out.point_index.numpy()]
+            fused, clip = m.features[rows].astype(np.float32), m.clip_features[rows].astype(np.float32)
+            clip_w, base_prob = m.clip_weights[rows].copy(), m.base_prob[rows].copy()
+        answer = pipe.query(names, min_score=0.0)
+
+    def unit(x: Any) -> Any:
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    np.testing.assert_allclose(fused, unit(out.fused.numpy()), atol=1e-3)
+    covered = out.point_mask.numpy() >= 0
+    assert covered.mean() > 0.5
+    np.testing.assert_array_equal(clip_w > 0, covered)
+    np.testing.assert_allclose(clip[covered], unit(out.mask_clip.numpy())[out.point_mask.numpy()[covered]],
+                               atol=1e-3)
+    np.testing.assert_allclose(base_prob, out.p_base.numpy(), rtol=1e-6)
+    vocab = Vocabulary.from_names(names, ["wall", "floor", "chair"])
+    with torch.no_grad():
+        want = seg.model.classify_points(out.fused, out.mask_clip, out.point_mask, out.p_base,
+                                         seg.model.text_embeddings(names), vocab,
+                                         out.logit_scale)["labels"].numpy()
+    agree = np.mean(answer.voxel_label[rows] == want)
+    assert agree > 0.995, agree  # float16 storage may flip a near-tie
+
+
 def test_load_model_names_what_its_weights_are(tmp_path) -> None:
     import pytest
     import torch
