@@ -224,3 +224,24 @@ def test_bad_vocabulary_yaml_is_named(checkpoint: Path, tmp_path: Path) -> None:
     (tmp_path / "vocabulary.yaml").write_text("base: chair\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="vocabulary.yaml.*base"):
         checkpoint_vocabulary(tmp_path)
+
+
+def test_map_metrics_seen_points_by_hand() -> None:
+    """Two voxels (chair, table); GT: two chair points and one table point beside them, one
+    table point far away, nearest to the chair voxel. All points: chair IoU 2/3, table 1/2;
+    seen only (the far point left out): 1 and 1."""
+    from xmask3d_ros.pipeline.answers import QueryAnswer, QueryMode
+    from xmask3d_ros.replay.outputs import map_metrics
+
+    answer = QueryAnswer(
+        stamp_ns=0, frame_id="map", mode=QueryMode.SEGMENT, min_score=0.0, results=(), map_voxels=2,
+        latency_ms=0.0, dropped_labels=(), positions=np.array([[0, 0, 0], [1, 0, 0]], np.float32),
+        voxel_label=np.array([0, 1], np.uint16), voxel_score=np.ones(2, np.float32), scores=None,
+        voxel_object=np.full(2, -1, np.int32), timings_ms={})
+    pts = np.array([[0.01, 0, 0], [-0.01, 0, 0], [1.02, 0, 0], [-3.0, 0, 0]])
+    names = ["chair", "chair", "table", "table"]
+    every = map_metrics(answer, ["chair", "table"], pts, names, novel=["table"])
+    seen = map_metrics(answer, ["chair", "table"], pts, names, novel=["table"], seen_within_m=0.1)
+    assert every.iou[0] == pytest.approx(2 / 3) and every.iou[1] == pytest.approx(1 / 2)
+    assert seen.iou[0] == pytest.approx(1.0) and seen.iou[1] == pytest.approx(1.0)
+    assert seen.hiou == pytest.approx(1.0) and every.hiou < 0.6

@@ -197,10 +197,12 @@ def write_topdown_png(path: str | Path, positions: npt.NDArray[np.floating], lab
 
 def map_metrics(answer: QueryAnswer, labels: Sequence[str], gt_points: npt.NDArray[np.floating],
                 gt_names: Sequence[str], *, max_distance_m: float = float("inf"),
-                novel: Sequence[str] = ()) -> Any:
+                novel: Sequence[str] = (), seen_within_m: float | None = None) -> Any:
     """IoU of the map against labelled GT points: each takes the label of its nearest map voxel
     (missed when farther than ``max_distance_m`` or unknown). Classes: the query labels present
-    in ``gt_names``; ``novel`` of them form the novel mean, the others the base mean."""
+    in ``gt_names``; ``novel`` of them form the novel mean, the others the base mean.
+    ``seen_within_m``: only GT points with a map voxel that close count (what the camera saw;
+    the model's own evaluation likewise scores only points some view sees)."""
     from scipy.spatial import cKDTree
 
     from xmask3d_ros.metrics.confusion import ConfusionMatrix
@@ -214,6 +216,10 @@ def map_metrics(answer: QueryAnswer, labels: Sequence[str], gt_points: npt.NDArr
         lab = answer.voxel_label[nn].astype(np.int64)
         ok = (dist <= max_distance_m) & (lab != UNKNOWN_LABEL)
         pred[ok] = lab[ok]
+        if seen_within_m is not None:
+            gt[dist > seen_within_m] = -1
+    elif seen_within_m is not None:
+        gt[:] = -1
     present = sorted(set(gt[gt >= 0].tolist()))
     cm = ConfusionMatrix.for_indices(len(labels), present)
     cm.update(gt, pred)
@@ -233,15 +239,16 @@ def map_coverage(positions: npt.NDArray[np.floating], gt_points: npt.NDArray[np.
     return float(np.mean(dist <= radius_m))
 
 
-def write_metrics(out_dir: str | Path, result: Any, extra: dict[str, Any] | None = None) -> tuple[Path, Path]:
-    """``metrics.json`` and ``metrics.md`` in ``out_dir`` (atomic)."""
+def write_metrics(out_dir: str | Path, result: Any, extra: dict[str, Any] | None = None,
+                  note: str = "") -> tuple[Path, Path]:
+    """``metrics.json`` and ``metrics.md`` (the table, then ``note``) in ``out_dir`` (atomic)."""
     from xmask3d_ros.metrics.report import markdown_table
 
     out = Path(out_dir)
     data = {**result.as_dict(), **(extra or {})}
     j = _atomic_file(out / "metrics.json", lambda p: p.write_text(json.dumps(data, indent=2), encoding="utf-8"))
-    m = _atomic_file(out / "metrics.md", lambda p: p.write_text(markdown_table(result, "Replay metrics"),
-                                                                encoding="utf-8"))
+    text = markdown_table(result, "Replay metrics") + (f"\n{note}\n" if note else "")
+    m = _atomic_file(out / "metrics.md", lambda p: p.write_text(text, encoding="utf-8"))
     return j, m
 
 
