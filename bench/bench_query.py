@@ -47,23 +47,27 @@ from xmask3d_ros.pipeline.scoring import _LINEAR_F32  # noqa: E402
 NOTES = """
 ## Reading
 
-- Goal "within 1.5x of the GEMM": met for 20 and 200 labels (ratios 0.5-1.3 in float32, the
-  query often beats the floor because it reads the features as fp16, half the bytes of the
-  floor's fp32 input). For 1 label the floor is a memory-bound GEMV and the query's fixed work
-  per voxel (fp16 -> fp32 conversion, feature norm: two extra passes over each cache-resident
-  block) shows: 0.7-2.8x, typically ~1.4-1.6x.
-- bfloat16 pays an extra fp32 -> bf16 pass per block; it only wins at 200 labels (~0.55x of the
-  float32 floor) on this AVX512-BF16 CPU. float32 stays the default (exact to ~1e-6).
-- Goal "new-vocabulary query with objects on 200k x 768 in <= 50 ms": not reached on this machine.
-  It is bounded by the arithmetic: at 20 labels the bare GEMM alone (6.1 GFLOP) took 110-160 ms
-  here (2 cores, load 4-5 from other jobs; at the ~80 GFLOP/s per core peak of this EPYC it
-  would still need ~40 ms), and at 1 label by one pass over 307 MB of fp16 features plus the
-  conversion and norms (floor 34-49 ms). The objects (26-connected components of ~145k
-  labelled voxels, 12 objects) cost 3-13 ms for 1-5 labels and 30-80 ms for 20 labels
-  (~35 ms of CPU time single-threaded). Text encoding is cached per label; with the table
-  encoder used here it is < 1 ms, a real CLIP text tower adds its own time once per new word.
+- Goal "within 1.5x of the GEMM": met at 200 labels (float32 ratios 1.0-1.3) and at 20 labels
+  for 1M voxels (1.1); at 20 labels and 50k-200k voxels the query took 1.6-1.8x on a quiet
+  machine (load ~1; on a loaded one the floor's two-thread GEMM suffers more than the query's
+  workers and the same sizes ran at 0.6-1.3x). For 1 label the floor is a memory-bound GEMV and
+  the query's fixed work per voxel (fp16 -> fp32 conversion, feature norm: two extra passes
+  over each cache-resident block) shows: ~1.9-2.9x.
+- bfloat16 pays an extra fp32 -> bf16 pass per block; it only wins at 200 labels on this
+  AVX512-BF16 CPU. float32 stays the default (exact to ~1e-6).
+- Goal "new-vocabulary query with objects on 200k x 768 in <= 50 ms": not reached on this
+  machine: 61 ms at 1 label, 100 ms at 5, 154 ms at 20 (float32, plain cosine). It is bounded by
+  one pass over 307 MB of fp16 features plus the conversion and norms, and at 20 labels by the
+  GEMM (6.1 GFLOP). The objects (26-connected components) cost 3-13 ms for 1-5 labels and
+  ~33 ms for 20. Text encoding is cached per label; with the table encoder used here it is
+  < 1 ms, a real CLIP text tower adds its own time once per new word.
+- The model's rule (section 3) reads a second feature channel and adds per-block
+  log-softmaxes, the ensemble and the gating: 2.7-3.6x the plain cosine query, 1.4-2.2x two bare
+  GEMMs at 20-200 labels. An XMask3D map query at 20 labels on 200k x 768 voxels therefore takes
+  ~0.23 s here. (A segment query with the rule also scores the model's trained classes the
+  query did not name, as competitors: up to their count in extra labels.)
 - Threads: scoring runs on 2 private single-threaded workers (``query.threads``). With torch's
-  intra-op pool instead (``query.threads: 0``) the same queries took 0.8-2.9 s under this load:
+  intra-op pool instead (``query.threads: 0``) the same queries took 0.8-2.9 s under load:
   each of the ~300 small parallel operations waits a scheduler time slice at its barrier when
   another process holds a core. Mixing numpy's OpenBLAS pool with torch's is worse still.
 """

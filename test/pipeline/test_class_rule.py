@@ -196,3 +196,30 @@ def test_checked_segmentation_gathers_mask_embeddings_and_names_bad_input() -> N
         fields.update(change)
         with pytest.raises(ValueError, match=message):
             check_segmentation(SegmentationResult(**fields), 8, D)  # type: ignore[arg-type]
+
+
+def test_a_short_segment_query_competes_with_the_trained_classes() -> None:
+    """One label: probabilities over it and the trained classes it did not name (sorted); a
+    voxel a trained class wins is unknown. Highlight mode scores the label alone."""
+    rng = np.random.default_rng(4)
+    m, *_ = _map_with_channels(rng)
+    enc = TableTextEncoder(NAMES, D, seed=2)
+    rule = ClassRule(12.0, frozenset(BASE))
+    eng = QueryEngine(enc, QueryCfg(min_score=0.0), rule)
+    for asked in (["sofa"], ["Chair", "desk"]):
+        competitors = sorted(set(BASE) - {a.lower() for a in asked})
+        columns = asked + competitors
+        t = enc.encode(columns).astype(np.float64)
+        want = _heads_reference(rule, m.features.astype(np.float64),
+                                m.clip_features.astype(np.float64), m.clip_weights > 0,
+                                m.base_prob.astype(np.float64), m.base_prob_weights > 0, t,
+                                rule.base_flags(columns))
+        best = want.argmax(1)
+        got = eng.query(m, asked)
+        expect = np.where(best < len(asked), best, 65535)
+        np.testing.assert_array_equal(got.voxel_label, expect)
+        assert 0 < np.count_nonzero(expect == 65535) < m.size  # both outcomes occur
+        np.testing.assert_allclose(got.voxel_score, want.max(1), atol=1e-4)
+        assert [r.num_voxels for r in got.results] == [int(np.sum(expect == i)) for i in range(len(asked))]
+        hl = eng.query(m, asked, mode="highlight")
+        assert hl.scores is not None and hl.scores.shape == (m.size, len(asked))

@@ -58,6 +58,8 @@ def test_recipe_in_miniature(tmp_path: Path) -> None:
                if v.is_floating_point())
     vocab = yaml.safe_load((folder / "vocabulary.yaml").read_text())
     assert vocab["novel"] == ["sofa", "bookshelf", "desk", "toilet"]
+    # the trained classes travel with the weights: map queries gate with them (ClassRule)
+    assert sorted(saved["binary"]["base_classes"]) == sorted(vocab["base"])
     metrics = json.loads((folder / "metrics.json").read_text())
     assert [g["base_ratio"] for g in metrics["ensemble_tuning"]] == [0.65, 0.95]
     best = max(metrics["ensemble_tuning"], key=lambda g: g["hiou"])

@@ -32,7 +32,7 @@ from xmask3d_ros.config.perception import QueryCfg
 from xmask3d_ros.pipeline.answers import UNKNOWN_LABEL, LabelAnswer, ObjectAnswer, QueryAnswer, QueryMode
 from xmask3d_ros.pipeline.components import connected_components, summarize_components
 from xmask3d_ros.pipeline.errors import QueryError
-from xmask3d_ros.pipeline.class_rule import ClassRule
+from xmask3d_ros.pipeline.class_rule import ClassRule, normalize_name
 from xmask3d_ros.pipeline.scoring import RuleInputs, SegmentScores, score_highlight, score_segment
 from xmask3d_ros.pipeline.segmenter import TextEncoder
 from xmask3d_ros.pipeline.text_cache import TextCacheStats, TextEmbeddingCache
@@ -83,7 +83,8 @@ class PreparedQuery:
     min_score: float
     text: npt.NDArray[np.float32]  # (L, D) unit embeddings
     encode_ms: float
-    base: npt.NDArray[np.bool_] | None = None  # (L,) base flags under the engine's rule
+    base: npt.NDArray[np.bool_] | None = None  # (L + E,) base flags under the engine's rule
+    competitors: int = 0  # E: trained classes appended to ``text`` (segment mode, see scoring)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -200,10 +201,15 @@ class QueryEngine:
             raise self._refuse(QueryError(f"min_score: {min_score!r} is not a number")) from err
         if dropped:
             _log.info("query: dropped empty/duplicate labels %s", list(dropped))
-        text = self._cache.get(names)
-        base = self._rule.base_flags(names) if self._rule is not None else None
+        rule = self._rule
+        others: list[str] = []
+        if rule is not None and qmode is QueryMode.SEGMENT:
+            asked = {normalize_name(n) for n in names}
+            others = sorted(rule.base_names - asked)
+        text = self._cache.get(names + tuple(others))
+        base = rule.base_flags(names + tuple(others)) if rule is not None else None
         return PreparedQuery(names, dropped, qmode, thr, text, (time.perf_counter() - t0) * 1e3,
-                             base)
+                             base, len(others))
 
     def score(self, prepared: PreparedQuery, voxels: VoxelView) -> ScoredQuery:
         """Score every voxel (reads the map; hold its lock around this call only)."""
@@ -222,7 +228,7 @@ class QueryEngine:
         rule = None
         if self._rule is not None and prepared.base is not None:
             rule = RuleInputs(self._rule, prepared.base, voxels.clip_features, voxels.clip_weights,
-                              voxels.base_prob, voxels.base_prob_weights)
+                              voxels.base_prob, voxels.base_prob_weights, prepared.competitors)
         seg = hl = None
         if prepared.mode is QueryMode.SEGMENT:
             seg = score_segment(feats, weights, prepared.text, prepared.min_score, rule=rule,

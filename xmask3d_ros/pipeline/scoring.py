@@ -54,11 +54,15 @@ class RuleInputs:
     """What a segmenter's rule reads besides the fused features (arrays aligned with them)."""
 
     rule: ClassRule
-    base: npt.NDArray[np.bool_]  # (L,) the labels' base flags (``rule.base_flags``)
+    base: npt.NDArray[np.bool_]  # (L [+ competitors],) base flags (``rule.base_flags``)
     clip_features: npt.NDArray[Any] | None  # (N, D) mean MaskCLIP embeddings; None/0 columns: none
     clip_weights: npt.NDArray[np.float32]  # (N,) 0 = no mask covered the voxel
     base_prob: npt.NDArray[np.float32]  # (N,) mean p(base)
     base_prob_weights: npt.NDArray[np.float32]  # (N,) 0 = no p(base)
+    # The last ``competitors`` text rows are trained classes the query did not name: segment
+    # mode scores them too, and a voxel they win is unknown (a one-label query then finds that
+    # label only where the model would pick it over everything it knows).
+    competitors: int = 0
 
     def clip_kernel(self, text: npt.NDArray[np.float32], compute_dtype: str,
                     chunk_rows: int) -> _Kernel | None:
@@ -253,16 +257,17 @@ def score_segment(
 
     ``features`` (N, D) float16 (or float32) running means, ``weights`` (N,) feature weights
     (0 = no semantics), ``text`` (L, D) unit embeddings. The score is the cosine, or with
-    ``rule`` the class probability. A known voxel whose best score is below ``min_score`` is
-    unknown (label -1) but keeps its score.
+    ``rule`` the class probability (over the labels and ``rule.competitors``). A known voxel
+    whose best score is below ``min_score``, or which a competitor wins, is unknown (label -1)
+    but keeps its score.
     """
     weights = np.asarray(weights)
     text = np.asarray(text, dtype=np.float32)
     _check(features, weights, text)
-    n, L = features.shape[0], text.shape[0]
+    n, L = features.shape[0], text.shape[0] - (rule.competitors if rule is not None else 0)
     label = np.full(n, -1, dtype=np.int32)
     score = np.full(n, np.nan, dtype=np.float32)
-    if n == 0 or L == 0:
+    if n == 0 or L <= 0:
         return SegmentScores(label, score, np.full(L, np.nan, np.float32), np.zeros(L, np.int64))
     known = weights > 0
     arg = np.empty(n, dtype=np.int64)
@@ -281,12 +286,12 @@ def score_segment(
         a = out.argmax(axis=1)
         arg[s:e] = a
         score[s:e] = out[np.arange(e - s), a]
-        col: npt.NDArray[np.float32] = out.max(axis=0)
+        col: npt.NDArray[np.float32] = out[:, :L].max(axis=0)
         return col
 
     col_max = np.max(_map_blocks(n, kernel.c, threads, block), axis=0).astype(np.float32)
     score[~known] = np.nan
-    assigned = known & (score >= np.float32(min_score))
+    assigned = known & (score >= np.float32(min_score)) & (arg < L)
     label[assigned] = arg[assigned]
     col_max[~np.isfinite(col_max)] = np.nan
     counts = np.bincount(label[assigned], minlength=L).astype(np.int64)
