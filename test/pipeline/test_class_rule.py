@@ -150,8 +150,7 @@ def test_query_with_rule_equals_float64_reference(chunk_rows: int, threads: int)
     rng = np.random.default_rng(2)
     m, *_ = _map_with_channels(rng)
     enc = TableTextEncoder(NAMES, D, seed=2)
-    rule = ClassRule(12.0, frozenset(BASE), base_ratio=0.85, novel_ratio=0.35,
-                     highlight_clip_ratio=0.4)
+    rule = ClassRule(12.0, frozenset(BASE), base_ratio=0.85, novel_ratio=0.35)
     eng = QueryEngine(enc, QueryCfg(min_score=0.3, chunk_rows=chunk_rows, threads=threads), rule)
     t = enc.encode(list(NAMES)).astype(np.float64)
     f, c = m.features.astype(np.float64), m.clip_features.astype(np.float64)
@@ -163,12 +162,11 @@ def test_query_with_rule_equals_float64_reference(chunk_rows: int, threads: int)
     np.testing.assert_array_equal(seg.voxel_label[sure], want.argmax(1)[sure])
     assert (seg.voxel_label[~sure] == 65535).all()
     np.testing.assert_allclose(seg.voxel_score, best, atol=1e-4)
-    # highlight: cosine of the blended unit means (fused alone where no mask covered the voxel)
-    r = 0.4
-    blend = np.where((m.clip_weights > 0)[:, None], (1 - r) * _unit(f) + r * _unit(c), _unit(f))
+    # highlight: every label's own probability column of the same computation
     hl = eng.query(m, list(NAMES), mode="highlight")
     assert hl.scores is not None
-    np.testing.assert_allclose(hl.scores, _unit(blend) @ _unit(t).T, atol=1e-4)
+    np.testing.assert_allclose(hl.scores, want, atol=1e-4)
+    assert [r.num_voxels for r in hl.results] == list(np.count_nonzero(want >= 0.3, axis=0))
 
 
 def test_checked_segmentation_gathers_mask_embeddings_and_names_bad_input() -> None:
@@ -221,5 +219,6 @@ def test_a_short_segment_query_competes_with_the_trained_classes() -> None:
         assert 0 < np.count_nonzero(expect == 65535) < m.size  # both outcomes occur
         np.testing.assert_allclose(got.voxel_score, want.max(1), atol=1e-4)
         assert [r.num_voxels for r in got.results] == [int(np.sum(expect == i)) for i in range(len(asked))]
-        hl = eng.query(m, asked, mode="highlight")
-        assert hl.scores is not None and hl.scores.shape == (m.size, len(asked))
+        hl = eng.query(m, asked, mode="highlight")  # the same probabilities, label by label
+        assert hl.scores is not None
+        np.testing.assert_allclose(hl.scores, want[:, : len(asked)], atol=1e-4)

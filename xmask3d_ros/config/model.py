@@ -239,14 +239,6 @@ class EnsembleCfg:
         ge=0,
         lt=1,
     )
-    map_clip_ratio: float = param(
-        0.5,
-        "weight of the mean MaskCLIP embedding blended with the mean fused feature in the "
-        "relevance of highlight-mode map queries (a cosine; segment mode applies the ensemble "
-        "and gating); 0 = fused features only",
-        ge=0,
-        le=1,
-    )
 
 
 @dataclass(frozen=True)

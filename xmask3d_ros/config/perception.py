@@ -75,9 +75,8 @@ class QueryCfg:
 
     min_score: float = param(
         0.2,
-        "score below which a voxel is 'unknown' (when a query gives 0): in segment mode the "
-        "class probability under the model's rule (a cosine for segmenters without one), in "
-        "highlight mode the cosine relevance",
+        "score below which a voxel does not show a label (when a query gives 0): the class "
+        "probability under the model's rule, or the cosine for segmenters without one",
         ge=-1, le=1,
     )
     min_object_voxels: int = param(10, "smallest connected component reported as an object", ge=1)

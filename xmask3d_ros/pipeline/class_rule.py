@@ -38,8 +38,7 @@ class ClassRule:
 
     ``logit_scale`` is the model's temperature on cosines; ``base_names`` the classes it was
     trained on (empty: no label is base, so gating has nothing to choose between and every
-    label takes ``novel_ratio``); ``highlight_clip_ratio`` weighs the MaskCLIP channel in the
-    highlight-mode relevance (a cosine, see :mod:`xmask3d_ros.pipeline.scoring`).
+    label takes ``novel_ratio``).
     """
 
     logit_scale: float
@@ -49,14 +48,13 @@ class ClassRule:
     novel_ratio: float = 0.35
     gating: str = "hard"
     threshold: float = 0.5
-    highlight_clip_ratio: float = 0.5
 
     def __post_init__(self) -> None:
         if not (np.isfinite(self.logit_scale) and self.logit_scale > 0):
             raise ValueError(f"logit_scale must be > 0, got {self.logit_scale}")
         if self.gating not in GATING_MODES:
             raise ValueError(f"gating {self.gating!r} is not one of {', '.join(GATING_MODES)}")
-        for key in ("base_ratio", "novel_ratio", "highlight_clip_ratio"):
+        for key in ("base_ratio", "novel_ratio"):
             if not 0.0 <= getattr(self, key) <= 1.0:
                 raise ValueError(f"{key} must lie in [0, 1], got {getattr(self, key)}")
         if not 0.0 < self.threshold < 1.0:

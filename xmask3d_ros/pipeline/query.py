@@ -203,7 +203,7 @@ class QueryEngine:
             _log.info("query: dropped empty/duplicate labels %s", list(dropped))
         rule = self._rule
         others: list[str] = []
-        if rule is not None and qmode is QueryMode.SEGMENT:
+        if rule is not None:
             asked = {normalize_name(n) for n in names}
             others = sorted(rule.base_names - asked)
         text = self._cache.get(names + tuple(others))

@@ -2,11 +2,11 @@
 
 The map stores, per voxel, the running mean of unit features in float16 (norm <= 1). Without a
 segmenter's rule the score of voxel ``i`` for label ``l`` is ``cos(f_i, t_l) = (f_i . t_l) / |f_i|``
-(text embeddings are unit vectors). With one (:class:`RuleInputs`: the MaskCLIP channel, p(base)
-and the labels' base flags), segment mode scores the class probability of
-:func:`~xmask3d_ros.pipeline.class_rule.class_probabilities`, and highlight mode the cosine of
-the blend ``(1 - r) f/|f| + r c/|c|`` of the unit fused and MaskCLIP means (``r`` =
-``highlight_clip_ratio``; fused alone where no mask covered the voxel). Voxels with zero feature
+(text embeddings are unit vectors). With one (:class:`RuleInputs`: the MaskCLIP channel, p(base),
+the labels' base flags and the trained classes the query did not name), both modes score the
+class probability of :func:`~xmask3d_ros.pipeline.class_rule.class_probabilities` over the
+labels and those competitors: segment mode takes the argmax, highlight mode every label's own
+column. Voxels with zero feature
 weight have no semantics ("unknown", NaN score).
 
 CPUs have no fast float16 GEMM (torch's fp16 ``mm`` on an AVX-512 EPYC runs at ~1/20 of fp32),
@@ -59,9 +59,9 @@ class RuleInputs:
     clip_weights: npt.NDArray[np.float32]  # (N,) 0 = no mask covered the voxel
     base_prob: npt.NDArray[np.float32]  # (N,) mean p(base)
     base_prob_weights: npt.NDArray[np.float32]  # (N,) 0 = no p(base)
-    # The last ``competitors`` text rows are trained classes the query did not name: segment
-    # mode scores them too, and a voxel they win is unknown (a one-label query then finds that
-    # label only where the model would pick it over everything it knows).
+    # The last ``competitors`` text rows are trained classes the query did not name: they take
+    # part in every probability, and a voxel they win is unknown in segment mode (a one-label
+    # query then finds that label only where the model would pick it over all it knows).
     competitors: int = 0
 
     def clip_kernel(self, text: npt.NDArray[np.float32], compute_dtype: str,
@@ -216,30 +216,18 @@ class _Kernel:
         return out.numpy(), np.maximum(nrm.numpy(), _MIN_NORM), x32.numpy()
 
 
-def _rule_block(
-    kernel: _Kernel, clip: _Kernel | None, inputs: RuleInputs, s: int, e: int, mode: str
-) -> npt.NDArray[np.float32]:
-    """(k, L) rule scores of rows [s, e): class probabilities (``segment``) or the cosine of
-    the blended unit means (``highlight``)."""
-    out, nrm, x = kernel.block(s, e)
+def _rule_block(kernel: _Kernel, clip: _Kernel | None, inputs: RuleInputs, s: int, e: int
+                ) -> npt.NDArray[np.float32]:
+    """(k, L + competitors) class probabilities of rows [s, e) under the segmenter's rule."""
+    out, nrm, _ = kernel.block(s, e)
     fused = out / nrm[:, None]
     covered = inputs.clip_weights[s:e] > 0
     clip_cos = None
     if clip is not None and covered.any():
-        c_out, c_nrm, cx = clip.block(s, e)
+        c_out, c_nrm, _ = clip.block(s, e)
         clip_cos = c_out / c_nrm[:, None]
-    if mode == "segment":
-        pw = inputs.base_prob_weights[s:e] > 0
-        return class_probabilities(inputs.rule, fused, clip_cos, covered,
-                                   inputs.base_prob[s:e], pw, inputs.base)
-    r = np.float32(inputs.rule.highlight_clip_ratio)
-    if clip_cos is None or r == 0:
-        return fused
-    rows = np.flatnonzero(covered)
-    dot = np.einsum("ij,ij->i", x[rows], cx[rows]) / (nrm[rows] * c_nrm[rows])
-    norm = np.sqrt(np.maximum((1 - r) ** 2 + r * r + 2 * r * (1 - r) * dot, _MIN_NORM))
-    fused[rows] = ((1 - r) * fused[rows] + r * clip_cos[rows]) / norm[:, None]
-    return fused
+    return class_probabilities(inputs.rule, fused, clip_cos, covered, inputs.base_prob[s:e],
+                               inputs.base_prob_weights[s:e] > 0, inputs.base)
 
 
 def score_segment(
@@ -276,7 +264,7 @@ def score_segment(
 
     def block(s: int, e: int) -> npt.NDArray[np.float32]:
         if rule is not None:
-            out = _rule_block(kernel, clip, rule, s, e, "segment")
+            out = _rule_block(kernel, clip, rule, s, e)
         else:
             out, nrm = kernel(s, e)
             out /= nrm[:, None]
@@ -308,21 +296,21 @@ def score_highlight(
     chunk_rows: int = 2048,
     threads: int = 0,
 ) -> npt.NDArray[np.float32]:
-    """(N, L) float32 cosine score of every voxel for every label (with ``rule``: of the blended
-    fused and MaskCLIP means); NaN rows for unknown voxels."""
+    """(N, L) float32 score of every voxel for every label: the cosine, or with ``rule`` the
+    class probability (over the labels and ``rule.competitors``); NaN rows for unknown voxels."""
     weights = np.asarray(weights)
     text = np.asarray(text, dtype=np.float32)
     _check(features, weights, text)
-    n, L = features.shape[0], text.shape[0]
-    scores = np.empty((n, L), dtype=np.float32)
-    if n == 0 or L == 0:
+    n, L = features.shape[0], text.shape[0] - (rule.competitors if rule is not None else 0)
+    scores = np.empty((n, max(L, 0)), dtype=np.float32)
+    if n == 0 or L <= 0:
         return scores
     kernel = _Kernel(features, text, compute_dtype, chunk_rows)
     clip = rule.clip_kernel(text, compute_dtype, chunk_rows) if rule is not None else None
 
     def block(s: int, e: int) -> None:
         if rule is not None:
-            scores[s:e] = _rule_block(kernel, clip, rule, s, e, "highlight")
+            scores[s:e] = _rule_block(kernel, clip, rule, s, e)[:, :L]
             return
         out, nrm = kernel(s, e)
         np.divide(out, nrm[:, None], out=scores[s:e])

@@ -155,7 +155,6 @@ class XMask3DSegmenter:
             novel_ratio=cfg.ensemble.novel_ratio,
             gating=cfg.binary.gating if cfg.binary.enabled else "off",
             threshold=cfg.binary.threshold,
-            highlight_clip_ratio=cfg.ensemble.map_clip_ratio,
         )
 
     @property
