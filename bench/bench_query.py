@@ -64,7 +64,7 @@ NOTES = """
 - The model's rule (section 3) reads a second feature channel and adds per-block
   log-softmaxes, the ensemble and the gating: 2.7-3.6x the plain cosine query, 1.4-2.2x two bare
   GEMMs at 20-200 labels. An XMask3D map query at 20 labels on 200k x 768 voxels therefore takes
-  ~0.23 s here. (A segment query with the rule also scores the model's trained classes the
+  ~0.23 s here. (A query with the rule also scores the model's trained classes the
   query did not name, as competitors: up to their count in extra labels.)
 - Threads: scoring runs on 2 private single-threaded workers (``query.threads``). With torch's
   intra-op pool instead (``query.threads: 0``) the same queries took 0.8-2.9 s under load:
