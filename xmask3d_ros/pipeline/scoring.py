@@ -71,7 +71,7 @@ class RuleInputs:
             return None
         if c.shape[1] != text.shape[1]:
             raise ValueError(f"clip features must be (N, {text.shape[1]}), got {c.shape}")
-        return _Kernel(c, text, compute_dtype, chunk_rows, slot="clip")
+        return _Kernel(c, text, compute_dtype, chunk_rows)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -129,7 +129,7 @@ _LINEAR_F32 = _pick_linear_f32()
 # ---------------------------------------------------------------------------- worker threads
 _pools: dict[int, ThreadPoolExecutor] = {}
 _pools_lock = threading.Lock()
-_buffers = threading.local()  # per thread and kernel slot: reused block buffers
+_buffers = threading.local()  # per thread: reused block buffers
 
 
 def _single_threaded(barrier: threading.Barrier) -> None:
@@ -167,40 +167,28 @@ class _Kernel:
     """Raw scores (k, L) float32 and feature norms (k,) of a block of rows, in reused buffers."""
 
     def __init__(self, features: npt.NDArray[Any], text: npt.NDArray[np.float32],
-                 compute_dtype: str, chunk_rows: int, *, slot: str = "features") -> None:
+                 compute_dtype: str, chunk_rows: int) -> None:
         if compute_dtype not in COMPUTE_DTYPES:
             raise ValueError(f"compute_dtype must be one of {', '.join(COMPUTE_DTYPES)}, got {compute_dtype!r}")
         self.n, self.d = features.shape
         self.c = max(1, min(int(chunk_rows), self.n))
         self.dtype = compute_dtype
-        self.slot = slot  # kernels used together in one block need their own buffers
         self.feat = _as_tensor(features)
         self.text = torch.from_numpy(np.ascontiguousarray(text, dtype=np.float32))  # (L, D)
         self.text_low_t = self.text.to(torch.bfloat16).t() if compute_dtype == "bfloat16" else None
 
     def _buffers(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        slots = getattr(_buffers, "slots", None)
-        if slots is None:
-            slots = _buffers.slots = {}
         key = (self.c, self.d, self.dtype)
-        held = slots.get(self.slot)
-        if held is None or held[0] != key:
-            held = slots[self.slot] = (
-                key,
-                torch.empty((self.c, self.d), dtype=torch.float32),
-                torch.empty(self.c, dtype=torch.float32),
-                torch.empty((self.c, self.d), dtype=torch.bfloat16) if self.dtype == "bfloat16" else None,
-            )
-        return held[1], held[2], held[3]
+        if getattr(_buffers, "key", None) != key:
+            _buffers.key = key
+            _buffers.x32 = torch.empty((self.c, self.d), dtype=torch.float32)
+            _buffers.norm = torch.empty(self.c, dtype=torch.float32)
+            _buffers.low = (torch.empty((self.c, self.d), dtype=torch.bfloat16)
+                            if self.dtype == "bfloat16" else None)
+        return _buffers.x32, _buffers.norm, _buffers.low
 
     def __call__(self, s: int, e: int) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
-        out, nrm, _ = self.block(s, e)
-        return out, nrm
-
-    def block(self, s: int, e: int
-              ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], npt.NDArray[np.float32]]:
-        """Raw scores (k, L), norms (k,) and the block's rows as float32 (k, D), all valid until
-        this thread's next block of the same slot."""
+        """Fresh arrays: the next block (of any kernel in this thread) may reuse the buffers."""
         x32_buf, norm_buf, low_buf = self._buffers()
         k = e - s
         x32 = x32_buf[:k]
@@ -213,18 +201,18 @@ class _Kernel:
             out = torch.mm(xl, self.text_low_t).float()
         nrm = norm_buf[:k]
         torch.linalg.vector_norm(x32, dim=1, out=nrm)
-        return out.numpy(), np.maximum(nrm.numpy(), _MIN_NORM), x32.numpy()
+        return out.numpy(), np.maximum(nrm.numpy(), _MIN_NORM)
 
 
 def _rule_block(kernel: _Kernel, clip: _Kernel | None, inputs: RuleInputs, s: int, e: int
                 ) -> npt.NDArray[np.float32]:
     """(k, L + competitors) class probabilities of rows [s, e) under the segmenter's rule."""
-    out, nrm, _ = kernel.block(s, e)
+    out, nrm = kernel(s, e)
     fused = out / nrm[:, None]
     covered = inputs.clip_weights[s:e] > 0
     clip_cos = None
     if clip is not None and covered.any():
-        c_out, c_nrm, _ = clip.block(s, e)
+        c_out, c_nrm = clip(s, e)
         clip_cos = c_out / c_nrm[:, None]
     return class_probabilities(inputs.rule, fused, clip_cos, covered, inputs.base_prob[s:e],
                                inputs.base_prob_weights[s:e] > 0, inputs.base)
