@@ -6,7 +6,7 @@ probabilities with the MaskCLIP probabilities of the mask covering the point, th
 the binary head's p(base) (reference-notes §1.10-1.12; :mod:`xmask3d_ros.model.heads`). Both
 steps need the vocabulary, which is only known when a query arrives. So the map keeps the
 ingredients per voxel (mean fused feature, mean MaskCLIP embedding, mean p(base)) and the query
-engine applies this rule, in numpy, to each block of voxels.
+engine applies this rule, with the model's own head functions, to each block of voxels.
 
 :class:`ClassRule` carries the rule's numbers (the segmenter builds it from its model config);
 :func:`class_probabilities` evaluates it on cosine scores. A label is *base* when its normalised
@@ -22,9 +22,9 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-__all__ = ["ClassRule", "class_probabilities", "normalize_name"]
+from xmask3d_ros.model.heads import GATING_MODES, ensemble_log_scores, gate_probabilities
 
-GATING_MODES = ("hard", "soft", "off")
+__all__ = ["ClassRule", "class_probabilities", "normalize_name"]
 
 
 def normalize_name(name: str) -> str:
@@ -66,13 +66,6 @@ class ClassRule:
         return np.array([normalize_name(label) in self.base_names for label in labels], dtype=bool)
 
 
-def _softmax(log_scores: torch.Tensor, columns: torch.Tensor | None = None) -> torch.Tensor:
-    """Row softmax over all columns, or over ``columns`` only (0 elsewhere)."""
-    if columns is None:
-        return torch.softmax(log_scores, dim=1)
-    return torch.softmax(log_scores.masked_fill(~columns, float("-inf")), dim=1)
-
-
 def class_probabilities(
     rule: ClassRule,
     fused_cos: npt.NDArray[np.float32],
@@ -87,39 +80,29 @@ def class_probabilities(
     ``fused_cos`` / ``clip_cos`` (k, L): cosines of the voxel's mean fused feature / mean
     MaskCLIP embedding with the labels' text embeddings (``clip_cos`` rows are read only where
     ``covered``); ``base_prob`` (k,) mean p(base), used where ``has_base_prob``; ``base`` (L,)
-    the labels' base flags. Covered voxels take ``r_c log p_fused + (1 - r_c) log p_clip``
-    (``r_c`` = base or novel ratio), then ``hard`` gating keeps the base labels where
-    p(base) > threshold and the novel ones elsewhere, ``soft`` mixes the two group softmaxes by
-    p(base); voxels without p(base), and vocabularies without both groups, are not gated. The
-    same arithmetic as :func:`xmask3d_ros.model.heads.ensemble_log_scores` and
-    ``gate_probabilities`` on one view's point.
+    the labels' base flags. The model's own functions do the arithmetic
+    (:func:`~xmask3d_ros.model.heads.ensemble_log_scores`, then
+    :func:`~xmask3d_ros.model.heads.gate_probabilities`), each voxel standing for a point whose
+    "mask" is its own MaskCLIP mean; voxels without p(base) are not gated.
     """
-    # torch's row kernels: numpy's reductions over short rows cost ~3x more here
     s = float(rule.logit_scale)
-    log_p = torch.log_softmax(torch.from_numpy(fused_cos) * s, dim=1)
+    fused_logits = torch.from_numpy(fused_cos) * s
+    b = torch.from_numpy(base)
     cov = torch.from_numpy(covered)
     if clip_cos is not None and rule.ensemble and bool(cov.any()):
-        b = torch.from_numpy(base)
-        r = torch.where(b, torch.tensor(rule.base_ratio), torch.tensor(rule.novel_ratio)).float()
-        log_c = torch.log_softmax(torch.from_numpy(clip_cos[covered]) * s, dim=1)
-        log_p[cov] = r * log_p[cov] + (1.0 - r) * log_c
+        own = torch.where(cov, torch.arange(cov.shape[0]), torch.tensor(-1))
+        log_s = ensemble_log_scores(fused_logits, torch.from_numpy(clip_cos) * s, own, b,
+                                    base_ratio=rule.base_ratio, novel_ratio=rule.novel_ratio)
+    else:
+        log_s = torch.log_softmax(fused_logits, dim=1)
     has = torch.from_numpy(has_base_prob)
-    if rule.gating == "off" or base.all() or not base.any() or not bool(has.any()):
-        out: npt.NDArray[np.float32] = _softmax(log_p).numpy()
-        return out
-    b = torch.from_numpy(base)
     pb = torch.from_numpy(np.ascontiguousarray(base_prob, dtype=np.float32))
-    if rule.gating == "hard":  # one softmax over each row's allowed group
-        allowed = torch.where((pb > rule.threshold)[:, None], b, ~b)
-        allowed[~has] = True
-        out = _softmax(log_p, allowed).numpy()
-        return out
-    probs = _softmax(log_p)
-    g = has.nonzero().squeeze(1)
-    lp = log_p[g]
-    p_base, p_novel = _softmax(lp, b.expand_as(lp)), _softmax(lp, (~b).expand_as(lp))
-    w = pb[g, None]
-    mixed = p_base * w + p_novel * (1.0 - w)
-    probs[g] = mixed / mixed.sum(dim=1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
-    out = probs.numpy()
+    if bool(has.all()):
+        probs = gate_probabilities(log_s, pb, b, rule.gating, threshold=rule.threshold)
+    else:
+        probs = torch.softmax(log_s, dim=1)
+        if bool(has.any()):
+            probs[has] = gate_probabilities(log_s[has], pb[has], b, rule.gating,
+                                            threshold=rule.threshold)
+    out: npt.NDArray[np.float32] = probs.numpy()
     return out

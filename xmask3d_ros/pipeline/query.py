@@ -2,10 +2,11 @@
 
 A query never touches the model: labels become text embeddings (cached per label, through the
 ``TextEncoder``), the per-voxel scores are blocked matrix products over the map's fp16
-features (:mod:`xmask3d_ros.pipeline.scoring`) under the segmenter's classification rule when it
+features (:mod:`xmask3d_ros.pipeline.scoring`), under the segmenter's classification rule when it
 has one (:class:`~xmask3d_ros.pipeline.class_rule.ClassRule`: the model's MaskCLIP ensemble and
-base/novel gating on the stored channels; segment-mode scores are then class probabilities), and objects are the connected components of each
-label's voxels (:mod:`xmask3d_ros.pipeline.components`). So a new vocabulary is answered from
+base/novel gating on the stored channels; scores are then class probabilities in both modes),
+and objects are the connected components of each label's voxels
+(:mod:`xmask3d_ros.pipeline.components`). So a new vocabulary is answered from
 the current map with no re-integration and no segmentation pass.
 
 The work is split into three stages so a caller that owns a lock can hold it only while the
@@ -84,7 +85,7 @@ class PreparedQuery:
     text: npt.NDArray[np.float32]  # (L, D) unit embeddings
     encode_ms: float
     base: npt.NDArray[np.bool_] | None = None  # (L + E,) base flags under the engine's rule
-    competitors: int = 0  # E: trained classes appended to ``text`` (segment mode, see scoring)
+    competitors: int = 0  # E: trained classes appended to ``text`` (see scoring.RuleInputs)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
