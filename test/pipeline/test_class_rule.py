@@ -22,7 +22,8 @@ BASE = ("wall", "floor", "chair")
 
 
 def _unit(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+    """Unit rows; zero rows (no observation) stay zero."""
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-300)
 
 
 def _heads_reference(rule: ClassRule, f: npt.NDArray[np.float64], c: npt.NDArray[np.float64],

@@ -133,7 +133,7 @@ def test_features_for_exactly_the_visible_points(segmenter: XMask3DSegmenter,
 def test_class_rule_is_the_models_inference_rule(segmenter: XMask3DSegmenter) -> None:
     cfg = segmenter.model.cfg
     rule = segmenter.class_rule
-    assert rule.logit_scale == pytest.approx(float(segmenter.model._logit_scale()))
+    assert rule.logit_scale == pytest.approx(float(segmenter.model._logit_scale().detach()))
     assert rule.base_ratio == cfg.ensemble.base_ratio and rule.novel_ratio == cfg.ensemble.novel_ratio
     assert rule.gating == cfg.binary.gating and rule.threshold == cfg.binary.threshold
     assert rule.base_names == frozenset(cfg.binary.base_classes)
