@@ -138,10 +138,17 @@ class _Client:
         return cond()
 
     def send_query(self, labels, mode=TextQuery.MODE_SEGMENT) -> QueryResult | None:
+        """The answer to this query: earlier queries may still be answering, so wait for a
+        result with these labels rather than for the next result."""
         before = len(self.results)
         self.query.publish(TextQuery(labels=list(labels), mode=mode))
-        self.spin_until(lambda: len(self.results) > before, 15.0)
-        return self.results[-1] if len(self.results) > before else None
+
+        def answer() -> QueryResult | None:
+            mine = [q for q in self.results[before:] if [r.label for r in q.results] == list(labels)]
+            return mine[-1] if mine else None
+
+        self.spin_until(lambda: answer() is not None, 20.0)
+        return answer()
 
 
 _GROUND_TRUTH = ["--segmenter", "ground_truth", "--synthetic-seed", str(SEED),
