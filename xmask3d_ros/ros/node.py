@@ -356,7 +356,7 @@ class PerceptionNode(Node):
         rate = received / ((now - t0) / 1e9) if 0 < t0 < now else 0.0
         self._inputs_prev = (now, n)
         drops = {k: v for k, v in s.items() if ("drop" in k or "overflow" in k or k.startswith("sync_")
-                                                or k.startswith("decode_error")) and v}
+                                                or k.startswith(_FAULT_PREFIXES)) and v}
         faults = {k: v for k, v in self.counters.items() if k.startswith(("bad_", "query_", "step_",
                                                                             "time_", "poll_"))}
         seg = ps.timings.get("segment")
