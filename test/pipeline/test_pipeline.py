@@ -215,3 +215,63 @@ def test_mapping_only_pipeline_and_query_stats(small_frames: Any, make_cfg: Call
     assert ans.frame_id == "odom" and ans.stamp_ns == small_frames.frames[4].stamp_ns
     assert all(r.num_voxels == 0 for r in ans.results)
     assert s.query.queries == 1 and s.timings["query"].count == 1
+
+
+def test_saved_map_reloads_into_another_pipeline_with_the_same_answers(
+        small_frames: Any, make_cfg: Callable[..., Any], tmp_path: Any) -> None:
+    enc = small_frames.encoder(64)
+    cfg = make_cfg(pipeline={"mode": "sync"})
+    with PerceptionPipeline(cfg, small_frames.segmenter(enc, noise_std=0.3, seed=5), enc) as pipe:
+        for p in small_frames.frames[:15]:
+            pipe.step(p)
+        want = pipe.query(small_frames.present)
+        info = pipe.save_map(tmp_path / "room.safetensors")
+    assert info.voxels == want.map_voxels > 0 and info.frame_id == cfg.node.map_frame
+    with PerceptionPipeline(cfg, small_frames.segmenter(enc, noise_std=0.3, seed=5), enc) as other:
+        other.step(small_frames.frames[30])  # content that the load replaces
+        assert other.load_map(tmp_path / "room.safetensors") == info
+        got = other.query(small_frames.present)
+        np.testing.assert_array_equal(got.positions, want.positions)
+        np.testing.assert_array_equal(got.voxel_label, want.voxel_label)
+        np.testing.assert_array_equal(got.voxel_score, want.voxel_score)
+        assert got.objects == want.objects and got.stamp_ns >= want.stamp_ns
+        # mapping goes on from the loaded map, and the next frame is a keyframe
+        assert other.step(small_frames.frames[15]).keyframe == "first"
+        assert other.stats.segmented == 2
+        # a map in another frame is refused; the map is unchanged
+        before = other.snapshot(include_features=True)
+        wrong = PerceptionPipeline(make_cfg(pipeline={"mode": "sync"}, node={"map_frame": "map"}),
+                                   None, enc)
+        with pytest.raises(ValueError, match="in frame 'odom', this map is in 'map'"):
+            wrong.load_map(tmp_path / "room.safetensors")
+        with pytest.raises(ValueError, match="no map file at"):
+            other.load_map(tmp_path / "absent.safetensors")
+        after = other.snapshot(include_features=True)
+        np.testing.assert_array_equal(after.features, before.features)
+        assert after.version == before.version
+
+
+def test_clear_map_while_a_keyframe_is_segmented(small_frames: Any, make_cfg: Callable[..., Any]) -> None:
+    """The held keyframe's voxels are gone when its result arrives: its update is dropped and
+    counted, nothing lands on the new voxels, and the next frame starts a keyframe."""
+    echo = KeyEcho(0.05)
+    gate = threading.Event()
+    held = Wrapped(echo, gate=gate)
+    enc = TableTextEncoder((), echo.feature_dim)
+    with PerceptionPipeline(make_cfg(pipeline={"mode": "async"}), held, enc) as pipe:
+        pipe.step(small_frames.frames[0])
+        assert held.started.wait(10.0)
+        voxels = pipe.snapshot().size
+        assert pipe.clear_map() == voxels > 0
+        assert pipe.snapshot().size == 0
+        step = pipe.step(small_frames.frames[20])  # another view: new voxels
+        assert step.keyframe == "first"
+        gate.set()
+        assert pipe.flush(10.0)
+        s = pipe.stats
+        snap = pipe.snapshot(include_features=True)
+    assert s.remapped_keyframes >= 1 and s.lost_updates > 0
+    have = snap.feature_weights > 0
+    stored = snap.features[have].astype(np.float32)
+    stored /= np.linalg.norm(stored, axis=1, keepdims=True)
+    assert np.sum(stored * echo.echo(snap.keys[have]), axis=1).min() > 0.99

@@ -218,7 +218,10 @@ def test_cli_outputs(scene: dict[str, Any], tmp_path: Path, capsys: pytest.Captu
                "--set", "visibility.border_px=1"])
     text = capsys.readouterr().out
     assert rc == 0 and "TEST DOUBLE" in text and "mIoU" in text
-    ply = PlyData.read(str(out / "map.ply"))["vertex"]
+    ply_data = PlyData.read(str(out / "map.ply"))
+    assert ply_data.comments == ["frame odom", "label 0 wall", "label 1 floor", "label 2 chair",
+                                 "label 3 table", "label 4 lamp", "label 65535 unknown"]
+    ply = ply_data["vertex"]
     names = {p.name for p in ply.properties}
     assert {"x", "y", "z", "red", "label", "score"} <= names and ply.count > 0
     metrics = json.loads((out / "metrics.json").read_text())

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["IntegrationStats", "MapStats", "VoxelMapSnapshot"]
+__all__ = ["IntegrationStats", "MapStats", "VoxelMapSnapshot", "VoxelMapState"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,3 +67,29 @@ class VoxelMapSnapshot:
     @property
     def size(self) -> int:
         return int(self.positions.shape[0])
+
+
+@dataclasses.dataclass(frozen=True)
+class VoxelMapState:
+    """The whole content of a map (``LocalVoxelMap.state`` / ``load_state``, map files).
+
+    ``arrays``: every stored column of the live rows by ``voxel_map.STATE_NAMES`` (no MaskCLIP
+    arrays when that channel is off); ``stamp_ns`` and ``sensor_origin``: the newest frame's
+    stamp and sensor position (radius eviction resumes from there).
+    """
+
+    arrays: Mapping[str, npt.NDArray[Any]]
+    voxel_size_m: float
+    feature_dim: int
+    stamp_ns: int
+    sensor_origin: tuple[float, float, float]
+
+    @property
+    def voxels(self) -> int:
+        return int(self.arrays["packed_keys"].shape[0])
+
+    @property
+    def clip_dim(self) -> int:
+        """Width of the MaskCLIP channel (0 when the map had it off)."""
+        c = self.arrays.get("clip_features")
+        return 0 if c is None else int(c.shape[1])

@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -68,11 +69,11 @@ from xmask3d_ros.geometry.transforms import SE3
 from xmask3d_ros.mapping.clearing import min_filter_depth, see_through
 from xmask3d_ros.mapping.eviction import select_evictions
 from xmask3d_ros.mapping.keys import GroupedPoints, group_columns, pack_keys, unpack_keys
-from xmask3d_ros.mapping.records import IntegrationStats, MapStats, VoxelMapSnapshot
+from xmask3d_ros.mapping.records import IntegrationStats, MapStats, VoxelMapSnapshot, VoxelMapState
 from xmask3d_ros.mapping.semantics import update_features, update_mean
 from xmask3d_ros.mapping.transform import transform_columns, transform_points
 
-__all__ = ["LocalVoxelMap"]
+__all__ = ["STATE_NAMES", "LocalVoxelMap", "MapStateError"]
 
 _U32_MAX = np.iinfo(np.uint32).max
 # Address space reserved up front for the storage arrays (calloc: untouched pages cost nothing).
@@ -81,6 +82,15 @@ _STORAGE = ("_rkey", "_pos", "_col", "_cnt", "_last", "_miss", "_feat", "_fw", "
             "_pb", "_pbw")
 # Feature matrices and the weight whose zero means "the row is all zeros" (invariant).
 _FEATURES = (("_feat", "_fw"), ("_cfeat", "_cw"))
+# The public name of each storage array in :meth:`LocalVoxelMap.state` (and map files).
+STATE_NAMES = {"_rkey": "packed_keys", "_pos": "positions", "_col": "mean_colors", "_cnt": "counts",
+               "_last": "last_seen_ns", "_miss": "misses", "_feat": "features",
+               "_fw": "feature_weights", "_cfeat": "clip_features", "_cw": "clip_weights",
+               "_pb": "base_prob", "_pbw": "base_prob_weights"}
+
+
+class MapStateError(ValueError):
+    """Arrays given to :meth:`LocalVoxelMap.load_state` that cannot be this map's content."""
 
 
 def _ro(a: npt.NDArray[Any]) -> npt.NDArray[Any]:
@@ -343,6 +353,95 @@ class LocalVoxelMap:
             stamp_ns=self._stamp_ns,
             sensor_origin=_frozen_copy(self._origin),
         )
+
+    # ------------------------------------------------------------------ persistence
+    def state(self) -> VoxelMapState:
+        """A copy of the whole content (every stored column of the live rows), to save or move."""
+        n = self._n
+        return VoxelMapState(
+            arrays={public: np.array(getattr(self, name)[:n]) for name, public in STATE_NAMES.items()
+                    if not (self._dc == 0 and name in ("_cfeat", "_cw"))},
+            voxel_size_m=self.voxel_size_m, feature_dim=self._d, stamp_ns=self._stamp_ns,
+            sensor_origin=tuple(float(x) for x in self._origin))
+
+    def load_state(self, state: VoxelMapState) -> None:
+        """Replace the content by ``state`` (as :meth:`state` gives it).
+
+        Everything is checked before anything changes, so a :class:`MapStateError` leaves the
+        map as it was. Checked: voxel size and feature width; names, shapes and dtypes; at most
+        ``max_voxels`` rows; unique keys; each position inside its own voxel; finite values,
+        weights >= 0 and p(base) in [0, 1]. Without the MaskCLIP arrays (a map saved with
+        ``clip_channel`` off) that channel starts empty; a map with the channel off ignores
+        them. Counters restart; ``version`` and ``layout_version`` grow.
+        """
+        if not isinstance(state, VoxelMapState):
+            raise TypeError(f"load_state needs a VoxelMapState, got {type(state).__name__}")
+        if state.voxel_size_m != self.voxel_size_m:
+            raise MapStateError(f"the map has {state.voxel_size_m:g} m voxels, "
+                                f"mapping.voxel_size_m is {self.voxel_size_m:g}")
+        if state.feature_dim != self._d:
+            raise MapStateError(f"the map holds {state.feature_dim}-d features, this map "
+                                f"{self._d}-d: it was built with another model")
+        origin = np.asarray(state.sensor_origin, np.float64)
+        if origin.shape != (3,) or not np.all(np.isfinite(origin)):
+            raise MapStateError(f"sensor_origin must be 3 finite numbers, got {state.sensor_origin!r}")
+        cols = self._checked_state(state.arrays)
+        n = cols["_rkey"].shape[0]
+        self.clear()
+        self._reserve(n)
+        for name, col in cols.items():
+            getattr(self, name)[:n] = col
+        for feat, weight in _FEATURES:  # invariant: zero weight => zero row
+            getattr(self, feat)[:n][getattr(self, weight)[:n] == 0] = 0
+        self._n = self._hw = n
+        order = np.argsort(self._rkey[:n], kind="stable")
+        self._srow = order.astype(np.int32)
+        self._skeys = self._rkey[:n][order]
+        self._stamp_ns = int(state.stamp_ns)
+        self._origin = origin
+        self._version += 1
+
+    def _checked_state(self, arrays: Mapping[str, npt.ArrayLike]) -> dict[str, npt.NDArray[Any]]:
+        """Storage name -> validated array (see :meth:`load_state`)."""
+        optional = {"clip_features", "clip_weights"}
+        missing = [p for p in STATE_NAMES.values() if p not in arrays and p not in optional]
+        if missing:
+            raise MapStateError(f"missing arrays: {', '.join(missing)}")
+        n = np.shape(arrays["packed_keys"])[0] if np.ndim(arrays["packed_keys"]) == 1 else -1
+        if n < 0:
+            raise MapStateError(f"packed_keys must be 1-D, got shape {np.shape(arrays['packed_keys'])}")
+        if n > self._cfg.max_voxels:
+            raise MapStateError(f"{n} voxels exceed mapping.max_voxels = {self._cfg.max_voxels}")
+        has_clip = "clip_features" in arrays and "clip_weights" in arrays
+        cols: dict[str, npt.NDArray[Any]] = {}
+        for name, public in STATE_NAMES.items():
+            if name in ("_cfeat", "_cw") and (self._dc == 0 or not has_clip):
+                continue
+            want = getattr(self, name)
+            a = np.asarray(arrays[public])
+            shape = (n, *want.shape[1:])
+            if a.shape != shape or a.dtype != want.dtype:
+                raise MapStateError(f"{public} must be {want.dtype} of shape {shape} (the map has "
+                                    f"feature_dim {self._d}), got {a.dtype} of shape {a.shape}")
+            if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
+                raise MapStateError(f"{public} holds NaN or infinite values")
+            cols[name] = a
+        if n and np.any(np.diff(np.sort(cols["_rkey"])) == 0):
+            raise MapStateError("packed_keys holds duplicate voxels")
+        for weight in ("_fw", "_cw", "_pbw"):
+            if weight in cols and n and cols[weight].min() < 0:
+                raise MapStateError(f"{STATE_NAMES[weight]} must be >= 0")
+        if n and not np.all((cols["_pb"] >= 0) & (cols["_pb"] <= 1)):
+            raise MapStateError("base_prob must lie in [0, 1]")
+        vs = self._cfg.voxel_size_m
+        lo = unpack_keys(cols["_rkey"]).astype(np.float64) * vs
+        p = cols["_pos"].astype(np.float64)
+        tol = 1e-4 * vs + 1e-6 * np.abs(p)
+        if n and not np.all((p >= lo - tol) & (p <= lo + vs + tol)):
+            bad = int(np.count_nonzero(~np.all((p >= lo - tol) & (p <= lo + vs + tol), axis=1)))
+            raise MapStateError(f"{bad} of {n} positions lie outside their voxels of "
+                                f"{vs:g} m: the map was built with another mapping.voxel_size_m")
+        return cols
 
     # ------------------------------------------------------------------ integration
     def integrate(self, posed: PosedFrame) -> IntegrationStats:

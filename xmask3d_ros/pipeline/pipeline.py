@@ -28,12 +28,23 @@ import logging
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import numpy as np
 
 from xmask3d_ros.config.perception import PerceptionConfig
 from xmask3d_ros.geometry.frame import PosedFrame
-from xmask3d_ros.mapping import IntegrationStats, LocalVoxelMap, MapStats, VoxelMapSnapshot
+from xmask3d_ros.mapping import (
+    IntegrationStats,
+    LocalVoxelMap,
+    MapFileError,
+    MapFileInfo,
+    MapStateError,
+    MapStats,
+    VoxelMapSnapshot,
+    read_map_file,
+    write_map_file,
+)
 from xmask3d_ros.pipeline.answers import QueryAnswer, QueryMode
 from xmask3d_ros.pipeline.errors import PipelineClosedError
 from xmask3d_ros.pipeline.keyframes import KeyframeSelector
@@ -274,6 +285,44 @@ class PerceptionPipeline:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    # ------------------------------------------------------------------ the map as a whole
+    def clear_map(self) -> int:
+        """Forget every voxel (the robot was relocalised, or moved to another room); the next
+        frame is a keyframe. Returns how many voxels were dropped. A keyframe being segmented
+        meanwhile loses its update (its voxels are gone; counted in ``lost_updates``)."""
+        with self._step_lock:
+            with self._map_lock:
+                n = len(self._map)
+                self._map.clear()
+            self._keyframes.reset()
+        return n
+
+    def save_map(self, path: str | Path) -> MapFileInfo:
+        """Write the whole map to ``path`` (a safetensors map file, ``mapping.map_file``): the
+        copy is taken under the lock, the file written without it."""
+        with self._map_lock:
+            state = self._map.state()
+        return write_map_file(path, state, frame_id=self._cfg.node.map_frame)
+
+    def load_map(self, path: str | Path) -> MapFileInfo:
+        """Replace the map by the file's; the file is checked first (frame, voxel size, feature
+        width, every array), so on a :class:`MapFileError` the map is unchanged. Mapping goes
+        on from there: the next frame is a keyframe."""
+        info, state = read_map_file(path)
+        frame = self._cfg.node.map_frame
+        if info.frame_id != frame:
+            raise MapFileError(f"{path} holds a map in frame '{info.frame_id}', this map is in "
+                               f"'{frame}' (node.map_frame)")
+        with self._step_lock:
+            with self._map_lock:
+                try:
+                    self._map.load_state(state)
+                except MapStateError as err:
+                    raise MapFileError(f"{path}: {err}") from err
+                self._stamp_ns = max(self._stamp_ns, info.stamp_ns)
+            self._keyframes.reset()
+        return info
 
     # ------------------------------------------------------------------ queries
     def query(

@@ -1,7 +1,8 @@
 """Replay outputs, each written atomically (temporary name in the same folder, then rename).
 
 - ``map.ply``: final map, one vertex per voxel: x y z (map frame, m), red green blue, label
-  (query label index, 65535 = unknown), score (cosine, NaN = no semantics). Binary little-endian.
+  (query label index, 65535 = unknown), score (the label's probability, NaN = no semantics).
+  Binary little-endian; header comments name the labels and the frame.
 - ``semantic_map.mcap/``: a rosbag2 (MCAP) with ``/semantic_cloud`` (sensor_msgs/PointCloud2,
   fields x y z rgb label score) and ``/query_result`` (std_msgs/String holding the answer as JSON),
   plus the input bag's ``/tf`` and ``/tf_static`` messages of the replayed range, copied with their
@@ -26,6 +27,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from xmask3d_ros.files import atomic_write
 from xmask3d_ros.pipeline import UNKNOWN_LABEL, QueryAnswer
 from xmask3d_ros.pipeline.palette import PALETTE, label_colors
 
@@ -41,34 +43,39 @@ __all__ = [
     "write_output_bag",
     "write_overlays",
     "write_ply",
+    "write_voxels_ply",
     "write_topdown_png",
 ]
 
-def _atomic_file(path: Path, write: Any) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+def write_voxels_ply(path: str | Path, positions: npt.ArrayLike, rgb: npt.ArrayLike,
+                     labels: npt.ArrayLike, scores: npt.ArrayLike, label_names: Sequence[str] = (),
+                     frame_id: str = "") -> Path:
+    """Binary little-endian PLY, one vertex per voxel: x y z, red green blue, label, score.
+
+    The header's comments name each label index (``comment label 3 chair``) and the frame, so
+    the file explains itself in CloudCompare or MeshLab.
+    """
+    from plyfile import PlyData, PlyElement
+
+    pos = np.asarray(positions, np.float32).reshape(-1, 3)
+    v = np.empty(pos.shape[0], dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"),
+                                      ("green", "u1"), ("blue", "u1"), ("label", "<u2"),
+                                      ("score", "<f4")])
+    v["x"], v["y"], v["z"] = pos.T
+    v["red"], v["green"], v["blue"] = np.asarray(rgb, np.uint8).reshape(-1, 3).T
+    v["label"], v["score"] = labels, scores
+    comments = [f"frame {frame_id}"] if frame_id else []
+    comments += [f"label {i} {name}" for i, name in enumerate(label_names)]
+    comments.append(f"label {UNKNOWN_LABEL} unknown")
+    ply = PlyData([PlyElement.describe(v, "vertex")], comments=comments)
+    return atomic_write(Path(path), lambda p: ply.write(str(p)))
 
 
 def write_ply(path: str | Path, answer: QueryAnswer, colors: npt.NDArray[np.uint8] | None = None) -> Path:
-    """Binary PLY of the answer's voxels (colours: ``colors`` or the label palette)."""
-    from plyfile import PlyData, PlyElement
-
-    n = answer.positions.shape[0]
-    rgb = label_colors(answer.voxel_label) if colors is None else np.asarray(colors, np.uint8)
-    v = np.empty(n, dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"),
-                           ("blue", "u1"), ("label", "<u2"), ("score", "<f4")])
-    v["x"], v["y"], v["z"] = answer.positions.T
-    v["red"], v["green"], v["blue"] = rgb.T
-    v["label"], v["score"] = answer.voxel_label, answer.voxel_score
-    return _atomic_file(Path(path), lambda p: PlyData([PlyElement.describe(v, "vertex")]).write(str(p)))
+    """The answer's voxels as PLY (colours: ``colors`` or the label palette)."""
+    rgb = label_colors(answer.voxel_label) if colors is None else colors
+    return write_voxels_ply(path, answer.positions, rgb, answer.voxel_label, answer.voxel_score,
+                            answer.labels, answer.frame_id)
 
 
 def answer_json(answer: QueryAnswer) -> dict[str, Any]:
@@ -190,7 +197,7 @@ def write_topdown_png(path: str | Path, positions: npt.NDArray[np.floating], lab
         fig.savefig(p, format="png")
 
     try:
-        return _atomic_file(Path(path), save)
+        return atomic_write(Path(path), save)
     finally:
         plt.close(fig)
 
@@ -246,9 +253,9 @@ def write_metrics(out_dir: str | Path, result: Any, extra: dict[str, Any] | None
 
     out = Path(out_dir)
     data = {**result.as_dict(), **(extra or {})}
-    j = _atomic_file(out / "metrics.json", lambda p: p.write_text(json.dumps(data, indent=2), encoding="utf-8"))
+    j = atomic_write(out / "metrics.json", lambda p: p.write_text(json.dumps(data, indent=2), encoding="utf-8"))
     text = markdown_table(result, "Replay metrics") + (f"\n{note}\n" if note else "")
-    m = _atomic_file(out / "metrics.md", lambda p: p.write_text(text, encoding="utf-8"))
+    m = atomic_write(out / "metrics.md", lambda p: p.write_text(text, encoding="utf-8"))
     return j, m
 
 
@@ -337,5 +344,5 @@ def write_overlays(out_dir: str | Path, frames: Sequence[Any], answer: QueryAnsw
         present = [int(found[i]) for i in np.argsort(-counts, kind="stable")]
         pil, _ = _draw_legend(img, present, names)
         name = f"overlay_{k:02d}_{int(posed.stamp_ns)}.png"
-        paths.append(_atomic_file(Path(out_dir) / name, lambda p, im=pil: im.save(p, format="PNG")))
+        paths.append(atomic_write(Path(out_dir) / name, lambda p, im=pil: im.save(p, format="PNG")))
     return paths
