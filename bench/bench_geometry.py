@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from xmask3d_ros.geometry.camera import PinholeCamera, decode_depth  # noqa: E402
 from xmask3d_ros.geometry.sync import TimeSynchronizer  # noqa: E402
 from xmask3d_ros.geometry.tf_buffer import TfBuffer, TransformRecord  # noqa: E402
-from xmask3d_ros.geometry.transforms import SE3, quaternion_to_matrix, slerp  # noqa: E402
+from xmask3d_ros.geometry.transforms import quaternion_to_matrix, slerp  # noqa: E402
 
 CAM = PinholeCamera(fx=577.870605, fy=577.870605, cx=319.5, cy=239.5, width=640, height=480)
 S = 1_000_000_000

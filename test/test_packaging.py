@@ -17,6 +17,7 @@ import xmask3d_ros
 # ARCHITECTURE.md §2: each layer imports only the ones below it. `config` is shared by all;
 # `cli` is the top (entry points). A new subpackage must be placed here before it can land.
 LAYER_RANK = {
+    "files": -2,  # xmask3d_ros/files.py: atomic writes, imports nothing of ours
     "config": -1,
     "data": 0,
     "metrics": 0,
@@ -30,7 +31,7 @@ LAYER_RANK = {
     "ros": 6,
     "cli": 7,
 }
-ROS_ONLY = ("rclpy", "xmask3d_ros.msg", "sensor_msgs", "std_msgs", "geometry_msgs",
+ROS_ONLY = ("rclpy", "xmask3d_ros.msg", "xmask3d_ros.srv", "sensor_msgs", "std_msgs", "geometry_msgs",
             "visualization_msgs", "diagnostic_msgs", "builtin_interfaces", "tf2_ros",
             "message_filters", "launch", "launch_ros")
 
@@ -55,10 +56,10 @@ def test_layers_import_only_downwards_and_only_ros_imports_rclpy(repo_root: Path
     violations = []
     for path in sorted(src.rglob("*.py")):
         rel = path.relative_to(src)
-        layer = rel.parts[0] if len(rel.parts) > 1 else None
-        if layer is None:  # top-level modules (__init__) import nothing of ours
+        layer = rel.parts[0] if len(rel.parts) > 1 else rel.stem
+        if layer == "__init__":  # the package's __init__ imports nothing of ours
             continue
-        assert layer in LAYER_RANK or layer == "msg", f"place subpackage {layer!r} in LAYER_RANK"
+        assert layer in LAYER_RANK or layer in ("msg", "srv"), f"place {layer!r} in LAYER_RANK"
         for lineno, module in _imports(path):
             where = f"{rel}:{lineno} imports {module}"
             if any(module == m or module.startswith(m + ".") for m in ROS_ONLY):
@@ -82,7 +83,7 @@ def test_library_imports_with_rclpy_blocked(repo_root: Path) -> None:
     modules = sorted(
         "xmask3d_ros." + ".".join(p.relative_to(src).with_suffix("").parts).removesuffix(".__init__")
         for p in src.rglob("*.py")
-        if p.relative_to(src).parts[0] not in ("ros", "msg")
+        if p.relative_to(src).parts[0] not in ("ros", "msg", "srv")
     )
     code = (
         "import sys\n"
@@ -167,3 +168,5 @@ def test_package_xml_declares_real_dependencies(repo_root: Path) -> None:
     msgs = {p.stem for p in (repo_root / "msg").glob("*.msg")}
     cmake = (repo_root / "CMakeLists.txt").read_text()
     assert all(f'"msg/{m}.msg"' in cmake for m in msgs), "every msg file is generated"
+    srvs = {p.stem for p in (repo_root / "srv").glob("*.srv")}
+    assert srvs and all(f'"srv/{s}.srv"' in cmake for s in srvs), "every srv file is generated"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from xmask3d_ros.data.classes import SCANNET20_CLASSES, raw_to_scannet20
+from xmask3d_ros.data.classes import raw_to_scannet20
 from xmask3d_ros.data.labels import (
     S3DIS_CLASSES,
     SCANNET200_CLASSES,

@@ -215,7 +215,7 @@ def test_cli_outputs(scene: dict[str, Any], tmp_path: Path, capsys: pytest.Captu
     out = tmp_path / "out"
     rc = main([str(scene["paths"]["mcap"]), "--out", str(out), "--segmenter", "ground_truth", "--quiet",
                "--labels", "wall,floor,chair,table,lamp", "--novel", "table",
-               "--set", "visibility.border_px=1"])
+               "--set", "visibility.border_px=1", "--save-map", str(out / "map.safetensors")])
     text = capsys.readouterr().out
     assert rc == 0 and "TEST DOUBLE" in text and "mIoU" in text
     ply_data = PlyData.read(str(out / "map.ply"))
@@ -236,6 +236,15 @@ def test_cli_outputs(scene: dict[str, Any], tmp_path: Path, capsys: pytest.Captu
     gt_names = np.array(gt.class_names)[gt.label_synthetic[nn]]
     pred = np.array("wall,floor,chair,table,lamp".split(","))[ply["label"][known]]
     assert known.sum() > 20 and np.mean(gt_names == pred) > 0.7
+    # --save-map: the map file, loaded into a fresh pipeline, gives the replay's answer
+    from xmask3d_ros.replay.gt_segmenter import ground_truth_models
+
+    assert f"wrote {out / 'map.safetensors'}" in text
+    with PerceptionPipeline(load_perception_config(None), None, ground_truth_models(gt)[1]) as pipe:
+        assert pipe.load_map(out / "map.safetensors").voxels == ply.count
+        again = pipe.query("wall,floor,chair,table,lamp".split(","))
+    np.testing.assert_array_equal(again.voxel_label, ply["label"])
+    np.testing.assert_array_equal(again.voxel_score, ply["score"])
     report = json.loads((out / "report.json").read_text())
     assert report["frames_used"] == N and report["segmenter"].startswith("ground_truth")
     assert (out / "topdown.png").stat().st_size > 0 and (out / "topdown_gt.png").exists()

@@ -357,6 +357,64 @@ def test_end_to_end_and_bad_inputs(session) -> None:
     assert "Traceback" not in log.read_text()
 
 
+def _map_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    exe = shutil.which("xmask3d-map")
+    assert exe
+    return subprocess.run([exe, *args, "--timeout", "30"], capture_output=True, text=True,
+                          timeout=90, env=dict(os.environ))
+
+
+def test_map_services_save_clear_load(session, tmp_path: Path) -> None:
+    """The installed xmask3d-map command through the node's services: the map saved, cleared
+    and loaded back is the same map (the republished latched cloud shows it), and refused
+    requests change nothing."""
+    from plyfile import PlyData
+
+    proc, client, log = session
+    assert client.spin_until(lambda: all(p.get_subscription_count() for p in (
+        client.rgb, client.depth, client.info, client.tf, client.query)), 30.0), log.read_text()[-2000:]
+    frames = _frames(time.time_ns())
+    _play(client, frames)
+    assert client.spin_until(lambda: _settled(client, len(frames)), 60.0), (
+        _diag_values(client), log.read_text()[-3000:])
+    labels = list(SYNTHETIC_CLASSES)
+    res = client.send_query(labels)
+    assert res is not None and res.map_voxels > 500, log.read_text()[-3000:]
+    voxels = res.map_voxels
+    assert client.spin_until(lambda: bool(client.clouds) and client.clouds[-1].width == voxels, 10.0)
+    before = conv.cloud_to_array(client.clouds[-1])
+
+    saved = _map_cli("save", str(tmp_path / "maps" / "room.safetensors"))
+    assert saved.returncode == 0 and f"saved {voxels} voxels" in saved.stdout, saved
+    ply = _map_cli("save", str(tmp_path / "room.ply"))
+    assert ply.returncode == 0, ply
+    ply_data = PlyData.read(str(tmp_path / "room.ply"))
+    assert ply_data.comments[:2] == ["frame odom", f"label 0 {labels[0]}"]
+    np.testing.assert_array_equal(ply_data["vertex"]["label"], before["label"])
+    assert _map_cli("clear", "extra").returncode == 2  # usage: clear takes no path
+    wrong = _map_cli("save", str(tmp_path / "room.txt"))
+    assert wrong.returncode == 1 and ".safetensors" in wrong.stderr, wrong
+
+    cleared = _map_cli("clear")
+    assert cleared.returncode == 0 and f"({voxels} voxels)" in cleared.stdout, cleared
+    assert client.spin_until(lambda: client.clouds[-1].width == 0 and client.results[-1].map_voxels == 0,
+                             10.0), "the latched outputs still show the cleared map"
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"\0" * 100)
+    bad = _map_cli("load", str(junk))
+    assert bad.returncode == 1 and "not a readable safetensors file" in bad.stderr, bad
+    loaded = _map_cli("load", str(tmp_path / "maps" / "room.safetensors"))
+    assert loaded.returncode == 0 and f"loaded {voxels} voxels" in loaded.stdout, loaded
+    assert client.spin_until(lambda: client.clouds[-1].width == voxels, 10.0)
+    after = conv.cloud_to_array(client.clouds[-1])
+    for field in ("x", "y", "z", "label", "score"):
+        np.testing.assert_array_equal(after[field], before[field], err_msg=field)
+
+    assert client.spin_until(lambda: {"map_save_failed", "map_load_failed"} <= set(_diag_values(client)),
+                             10.0), _diag_values(client)
+    assert proc.poll() is None and "Traceback" not in log.read_text(), log.read_text()[-3000:]
+
+
 # ---------------------------------------------------------------------------------- sim time
 SIM0_NS = 1000 * 10**9  # sim time starts here, ~56 years before the wall clock
 

@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="torch CPU threads (default: OMP_NUM_THREADS, else the number of usable cores)")
     p.add_argument("--overlays", type=int, default=4,
                    help="keyframe images with the map's labels blended in, written to OUT/overlays (default 4; 0 = none)")
+    p.add_argument("--save-map", type=Path, metavar="PATH",
+                   help="also write the final map as a .safetensors map file (the node's load_map "
+                        "service reads it: build a map offline, query it live)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -187,6 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_ply,
         write_topdown_png,
     )
+    from xmask3d_ros.mapping import MapFileError
     from xmask3d_ros.replay.run import replay_bag
 
     labels = list(dict.fromkeys(_split(args.labels) or ([str(n) for n in gt.class_names] if gt is not None else [])))
@@ -221,8 +225,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         rep = replay_bag(args.bag, cfg, segmenter=segmenter, text_encoder=encoder, labels=labels,
                          start_s=args.start, duration_s=args.duration, every=args.every,
                          topics=topics, progress=bar.update, keep_tf=True,
-                         keep_keyframes=4 * args.overlays)
-    except BagError as err:
+                         keep_keyframes=4 * args.overlays, save_map=args.save_map)
+    except (BagError, MapFileError) as err:
         bar.close()
         return _err(str(err))
     bar.close()
@@ -246,6 +250,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         written += write_overlays(out / "overlays", evenly_spaced(rep.keyframe_frames, args.overlays),
                                   rep.answer, labels, rep.snapshot.voxel_size_m)
+    if rep.map_file is not None:
+        written.append(rep.map_file.path)
     extra = {}
     if gt is not None:
         index = {n: i for i, n in enumerate(labels)}

@@ -20,7 +20,7 @@ from xmask3d_ros.config.perception import PerceptionConfig
 from xmask3d_ros.geometry.frame import PosedFrame
 from xmask3d_ros.geometry.tf_buffer import InvalidTransformError, TfBuffer
 from xmask3d_ros.geometry.transforms import SE3
-from xmask3d_ros.mapping import VoxelMapSnapshot
+from xmask3d_ros.mapping import MapFileInfo, VoxelMapSnapshot
 from xmask3d_ros.pipeline import PerceptionPipeline, PipelineStats, QueryAnswer, Segmenter, TextEncoder
 from xmask3d_ros.pipeline.decode import DecodeError, transforms_from_tf
 from xmask3d_ros.pipeline.ingest import FrameAssembler
@@ -98,6 +98,7 @@ class ReplayReport:
     tf_messages: list[BagMessage] = dataclasses.field(default_factory=list)
     tf_qos: dict[str, list[Any]] = dataclasses.field(default_factory=dict)
     keyframe_frames: list[PosedFrame] = dataclasses.field(default_factory=list)  # evenly spaced sample
+    map_file: MapFileInfo | None = None  # the map file written (``save_map``)
 
     def summary(self) -> str:
         drops = ", ".join(f"{k}={v}" for k, v in sorted(self.dropped.items()) if v) or "none"
@@ -126,13 +127,15 @@ def replay_bag(
     progress: Callable[[int], None] | None = None,
     keep_tf: bool = True,
     keep_keyframes: int = 0,
+    save_map: str | Path | None = None,
 ) -> ReplayReport:
     """Replay ``bag``; ``start_s``/``duration_s`` cut it (seconds from its start), ``every`` keeps
     every N-th posed frame. ``topics`` may name ``rgb``, ``depth``, ``camera_info``. ``gt`` is
     accepted for the caller's metrics and not used here. ``keep_tf``: keep the TF messages read
     (``ReplayReport.tf_messages``, for the output bag). ``keep_keyframes`` > 0: keep an evenly
     spaced sample of up to that many keyframes (``ReplayReport.keyframe_frames``, for overlay
-    pictures; bounded memory on long bags). Raises ``BagError`` for unusable bags.
+    pictures; bounded memory on long bags). ``save_map``: write the final map there (a map
+    file the node's ``load_map`` service reads). Raises ``BagError`` for unusable bags.
     """
     del gt
     if int(every) < 1:
@@ -191,6 +194,7 @@ def replay_bag(
         answer = pipe.query(list(labels)) if labels else None
         timings["query"] += time.perf_counter() - t0
         snapshot = pipe.snapshot()
+        map_file = pipe.save_map(save_map) if save_map is not None else None
         stats = pipe.stats
         topics_used, notes = src.topics, list(src.notes)
         tf_qos = {t: src.offered_qos(t) for t in (*src.topics.tf, *src.topics.tf_static)}
@@ -206,5 +210,5 @@ def replay_bag(
         tf={**buf.stats, "tf_invalid": tf_invalid},
         timings_ms={k: v * 1e3 for k, v in timings.items()}, pipeline=stats, snapshot=snapshot,
         answer=answer, wall_s=time.perf_counter() - t_start, tf_messages=tf_msgs, tf_qos=tf_qos,
-        keyframe_frames=sampler.items if sampler is not None else [],
+        keyframe_frames=sampler.items if sampler is not None else [], map_file=map_file,
     )

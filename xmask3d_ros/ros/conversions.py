@@ -26,7 +26,7 @@ from std_msgs.msg import Header
 from visualization_msgs.msg import Marker, MarkerArray
 
 from xmask3d_ros.msg import LabelResult, QueryResult, SemanticObject
-from xmask3d_ros.pipeline.answers import UNKNOWN_LABEL, QueryAnswer
+from xmask3d_ros.pipeline.answers import QueryAnswer
 from xmask3d_ros.pipeline.palette import UNKNOWN_RGB, label_colors
 
 __all__ = [

@@ -24,6 +24,9 @@ Topics (relative, so namespaces and remaps apply):
 ``labels``           visualization_msgs/MarkerArray out; legend text; reliable, transient-local
 ``/diagnostics``     diagnostic_msgs/DiagnosticArray out; as diagnostic_updater
 =================== ===================== ====================================================
+
+Services (``ros.map_services``): ``~/save_map`` (.safetensors map file or labelled .ply),
+``~/load_map`` and ``~/clear_map``; after a load or clear the latched outputs are republished.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ from xmask3d_ros.pipeline.decode import DecodeError, stamp_ns, transforms_from_t
 from xmask3d_ros.pipeline.ingest import FrameAssembler
 from xmask3d_ros.ros import conversions as conv
 from xmask3d_ros.ros import qos
+from xmask3d_ros.ros.map_services import MapServices
 from xmask3d_ros.ros.parameters import PerceptionParameters
 
 __all__ = ["INPUT_TOPICS", "OUTPUT_TOPICS", "PerceptionNode"]
@@ -124,6 +128,10 @@ class PerceptionNode(Node):
         self.pub_result = self.create_publisher(QueryResult, "query_result", qos.latched_qos())
         self.pub_labels = self.create_publisher(MarkerArray, "labels", qos.latched_qos())
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", qos.diagnostics_qos())
+        self.map_services = MapServices(self, self.pipeline, current_query=self._current_query,
+                                        min_score=self._min_score, map_replaced=self._republish,
+                                        fault=self._fault,
+                                        callback_group=MutuallyExclusiveCallbackGroup())
         # TF polling runs on the steady clock: it is a retry loop, and must keep its pace whatever
         # the /clock rate (or before the first /clock); its max-age test uses ROS time. The
         # publish and diagnostics timers use ROS time (sim time under use_sim_time), as
@@ -303,6 +311,24 @@ class PerceptionNode(Node):
         self.counters["queries"] += 1
         self._publish(answer, force=True)
 
+    def _current_query(self) -> tuple[list[str], int, float | None] | None:
+        with self._lock:
+            return self._query
+
+    def _republish(self) -> None:
+        """The map was replaced (load, clear): latched outputs must not show the old one."""
+        query = self._current_query()
+        if query is None:
+            return
+        try:
+            answer = self.pipeline.query(query[0], query[1], self._min_score(query[2]))
+        except Exception as err:  # noqa: BLE001
+            self._fault("query_error", f"{type(err).__name__}: {err}")
+            return
+        with self._lock:
+            self._dirty = False
+        self._publish(answer, force=True)
+
     def _min_score(self, min_score: float | None) -> float:
         return self.params.config.query.min_score if min_score is None else min_score
 
@@ -358,7 +384,7 @@ class PerceptionNode(Node):
         drops = {k: v for k, v in s.items() if ("drop" in k or "overflow" in k or k.startswith("sync_")
                                                 or k.startswith(_FAULT_PREFIXES)) and v}
         faults = {k: v for k, v in self.counters.items() if k.startswith(("bad_", "query_", "step_",
-                                                                            "time_", "poll_"))}
+                                                                            "time_", "poll_", "map_"))}
         seg = ps.timings.get("segment")
         with self.pipeline.locked_map() as m:
             voxels = len(m)
