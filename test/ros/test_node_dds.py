@@ -251,7 +251,7 @@ def test_end_to_end_and_bad_inputs(session) -> None:
     assert res.map_voxels > 500, (_diag_values(client), log.read_text()[-3000:])
     assert [r.label for r in res.results] == labels
     assert client.spin_until(lambda: bool(client.clouds) and client.clouds[-1].width == res.map_voxels,
-                             10.0)
+                             10.0), ([c.width for c in client.clouds], res.map_voxels, _diag_values(client))
     cloud = conv.cloud_to_array(client.clouds[-1])
 
     # labels agree with the same pipeline run offline on the same frames (ground-truth double)
@@ -284,8 +284,8 @@ def test_end_to_end_and_bad_inputs(session) -> None:
     # a late joiner still gets the last semantic cloud (transient local)
     late: list[PointCloud2] = []
     n.create_subscription(PointCloud2, "semantic_cloud", late.append, qos.latched_qos())
-    assert client.spin_until(lambda: bool(late), 10.0)
-    assert late[-1].width == res.map_voxels
+    assert client.spin_until(lambda: bool(late), 10.0), "no latched semantic_cloud for a late joiner"
+    assert late[-1].width == res.map_voxels, ([c.width for c in late], res.map_voxels)
 
     # bad inputs: each leaves the node running and the map unchanged
     voxels = res.map_voxels
@@ -330,7 +330,7 @@ def test_end_to_end_and_bad_inputs(session) -> None:
         client.spin_until(lambda: False, 0.3)
     assert proc.poll() is None, log.read_text()[-3000:]
     res2 = client.send_query(["chair", "table"])
-    assert res2 is not None and res2.map_voxels == voxels
+    assert res2 is not None and res2.map_voxels == voxels, (res2, voxels, _diag_values(client))
     # each fault is a /diagnostics counter and a log line naming it
     needles = ("decode_error_unknown_encoding", "decode_error_truncated_data", "rejected_size_mismatch",
                "tf_dropped_age", "time_jumped_back", "query_refused", "query_refused_too_many_labels",
