@@ -28,6 +28,8 @@ ARGUMENTS = [
     ("device", "auto", "torch device of the model: auto, cpu or cuda"),
     ("segmenter", "xmask3d", "xmask3d, or ground_truth (test double for synthetic rooms only)"),
     ("use_sim_time", "false", "use /clock (bag replay with --clock)"),
+    ("lifecycle", "off", "off: plain node; managed: lifecycle node waiting for configure and "
+     "activate; autostart: lifecycle node that configures and activates itself"),
     ("rviz", "false", "start RViz with config/xmask3d.rviz"),
 ]
 
@@ -47,7 +49,8 @@ def generate_launch_description() -> LaunchDescription:
         namespace=cfg("namespace"),
         output="screen",
         emulate_tty=True,
-        arguments=["--segmenter", cfg("segmenter"), "--device", cfg("device")],
+        arguments=["--segmenter", cfg("segmenter"), "--device", cfg("device"),
+                   "--lifecycle", cfg("lifecycle")],
         parameters=[
             cfg("params_file"),
             {

@@ -147,7 +147,7 @@ def test_launch_matches_the_node() -> None:
     cmd, info = _node_command({})
     assert Path(cmd[0]).is_file() and os.access(cmd[0], os.X_OK), cmd[0]
     expected = {"namespace", "rgb_topic", "depth_topic", "camera_info_topic", "map_frame",
-                "params_file", "model_config", "device", "use_sim_time", "rviz"}
+                "params_file", "model_config", "device", "use_sim_time", "rviz", "lifecycle"}
     assert expected <= set(info["declared"])
     names = {s.name for s in param_specs()} | {"use_sim_time"}
     assert set(info["params"]) <= names, set(info["params"]) - names
@@ -158,7 +158,7 @@ def test_launch_matches_the_node() -> None:
     assert (_share() / "config" / "xmask3d.rviz").is_file() or (ROOT / "config" / "xmask3d.rviz").is_file()
     # the node's own arguments parse
     args = _parse(cmd[1:cmd.index("--ros-args")])
-    assert args.segmenter == "xmask3d" and args.device == "auto"
+    assert args.segmenter == "xmask3d" and args.device == "auto" and args.lifecycle == "off"
     rviz = [n for n in info["nodes"] if n.kwargs["package"] == "rviz2"]
     assert rviz and "condition" in rviz[0].kwargs
     assert set(OUTPUT_TOPICS) >= {"semantic_cloud", "query_cloud", "query_result", "labels"}
@@ -166,7 +166,8 @@ def test_launch_matches_the_node() -> None:
 
 def test_launch_command_line_runs_over_dds() -> None:
     overrides = {"namespace": "robot1", "rgb_topic": "/cam/color", "depth_topic": "/cam/depth",
-                 "camera_info_topic": "/cam/info", "map_frame": "map", "segmenter": "ground_truth"}
+                 "camera_info_topic": "/cam/info", "map_frame": "map", "segmenter": "ground_truth",
+                 "lifecycle": "autostart"}
     cmd, info = _node_command(overrides)
     assert shutil.which(Path(cmd[0]).name)
     domain = os.environ.get("ROS_DOMAIN_ID") or str(50 + os.getpid() % 40)
@@ -202,6 +203,14 @@ def test_launch_command_line_runs_over_dds() -> None:
         assert values[0].string_value == "map"
         assert values[1].bool_value is False
         assert values[2].string_value == "demo"  # the launch default: the committed checkpoint
+        # lifecycle:=autostart: a managed node that configured and activated itself
+        from lifecycle_msgs.srv import GetState
+
+        get_state = node.create_client(GetState, "/robot1/xmask3d/get_state")
+        assert get_state.wait_for_service(timeout_sec=10)
+        fut = get_state.call_async(GetState.Request())
+        executor.spin_until_future_complete(fut, timeout_sec=10)
+        assert fut.result().current_state.label == "active"
     finally:
         node.destroy_node()
         rclpy.shutdown(context=ctx)

