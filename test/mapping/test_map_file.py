@@ -93,6 +93,23 @@ def test_a_reloaded_map_is_the_same_map_and_evolves_the_same(tmp_path: Path) -> 
     _assert_same_state(m.state(), loaded.state())
 
 
+def test_map_files_are_standard_safetensors(tmp_path: Path) -> None:
+    """Any safetensors reader gets the arrays and the metadata (nothing project-specific)."""
+    from safetensors import safe_open
+    from safetensors.numpy import load_file
+
+    m = _built()
+    write_map_file(tmp_path / "m.safetensors", m.state(), frame_id="odom")
+    got = load_file(str(tmp_path / "m.safetensors"))
+    want = m.state().arrays
+    assert got.keys() == want.keys()
+    for k in want:
+        assert got[k].dtype == want[k].dtype and got[k].shape == want[k].shape, k
+        np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+    with safe_open(str(tmp_path / "m.safetensors"), framework="np") as f:
+        assert f.metadata()["frame_id"] == "odom" and f.metadata()["feature_dim"] == str(D)
+
+
 def test_empty_map_round_trips(tmp_path: Path) -> None:
     m = LocalVoxelMap(CFG, D)
     write_map_file(tmp_path / "empty.safetensors", m.state(), frame_id="map")
@@ -140,6 +157,10 @@ def test_bad_states_are_refused_and_leave_the_map_unchanged() -> None:
     bad_pos[5, 0] = np.nan
     neg = good.arrays["feature_weights"].copy()
     neg[0] = -1
+    nan16 = good.arrays["features"].copy()
+    nan16[n - 1, D - 1] = np.nan
+    inf16 = good.arrays["clip_features"].copy()
+    inf16[0, 0] = -np.inf
     pb = good.arrays["base_prob"].copy()
     pb[0] = 1.5
     cases = [
@@ -150,6 +171,8 @@ def test_bad_states_are_refused_and_leave_the_map_unchanged() -> None:
         (_tampered(good, features=good.arrays["features"][:, :-1]), f"of shape ({n}, {D})"),
         (_tampered(good, packed_keys=dup), "duplicate voxels"),
         (_tampered(good, positions=bad_pos), "positions holds NaN"),
+        (_tampered(good, features=nan16), "features holds NaN"),
+        (_tampered(good, clip_features=inf16), "clip_features holds NaN or infinite"),
         (_tampered(good, positions=pos + np.float32(0.2)), "outside their voxels"),
         (_tampered(good, feature_weights=neg), "feature_weights must be >= 0"),
         (_tampered(good, base_prob=pb), "base_prob must lie in [0, 1]"),

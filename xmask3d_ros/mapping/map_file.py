@@ -14,8 +14,6 @@ import dataclasses
 import json
 from pathlib import Path
 
-import numpy as np
-
 from xmask3d_ros.files import atomic_write
 from xmask3d_ros.mapping.records import VoxelMapState
 
@@ -52,9 +50,8 @@ def write_map_file(path: str | Path, state: VoxelMapState, *, frame_id: str) -> 
             "voxel_size_m": repr(float(info.voxel_size_m)), "feature_dim": str(info.feature_dim),
             "stamp_ns": str(info.stamp_ns),
             "sensor_origin": json.dumps([float(x) for x in state.sensor_origin])}
-    tensors = {k: np.ascontiguousarray(v) for k, v in state.arrays.items()}
     try:
-        atomic_write(path, lambda p: save_file(tensors, str(p), metadata=meta))
+        atomic_write(path, lambda p: save_file(dict(state.arrays), str(p), metadata=meta))
     except OSError as err:
         raise MapFileError(f"cannot write the map to {path}: {err}") from err
     return info
