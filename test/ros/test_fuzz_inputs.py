@@ -27,6 +27,7 @@ import os
 import random
 import time
 import uuid
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
@@ -218,10 +219,10 @@ def _mutate_query(rng: random.Random) -> tuple[object, str]:
 
 
 # ----------------------------------------------------------------------------- the node
-def _make_node(ctx, tag: str):
+def _make_node(ctx, tag: str, overrides: Sequence[str] = ()):
     from xmask3d_ros.ros.node import PerceptionNode
 
-    cfg = load_perception_config(None)
+    cfg = load_perception_config(None, list(overrides))
     cfg = dataclasses.replace(cfg, pipeline=dataclasses.replace(cfg.pipeline, mode="sync"))
     room = generate_room(SEED)
     enc = TableTextEncoder(SYNTHETIC_CLASSES, FEATURE_DIM)
@@ -368,6 +369,38 @@ def test_fuzz_10000_messages_in_process(ctx) -> None:
 
 
 # ----------------------------------------------------------------------------- over DDS
+def test_initial_map_loads_or_starts_empty(ctx, tmp_path) -> None:
+    """node.initial_map: a good map file is the node's map at start; a bad one is a counted,
+    logged fault and the node starts with an empty map and keeps mapping."""
+    frames = _valid_frames(time.time_ns())
+    maker = _make_node(ctx, "maker")
+    try:
+        for stamp, T, f in frames:
+            _feed_valid(maker, stamp, T, f)
+        want = _map(maker)
+        maker.pipeline.save_map(tmp_path / "start.safetensors")
+    finally:
+        maker.destroy_node()
+    node = _make_node(ctx, "start", [f"node.initial_map={tmp_path / 'start.safetensors'}"])
+    try:
+        got = _map(node)
+        np.testing.assert_array_equal(got.positions, want.positions)
+        np.testing.assert_array_equal(got.features, want.features)
+        assert not any(k.startswith("map_") for k in node.counters)
+    finally:
+        node.destroy_node()
+    (tmp_path / "junk.safetensors").write_bytes(b"junk")
+    for bad in ("absent.safetensors", "junk.safetensors"):
+        node = _make_node(ctx, "bad", [f"node.initial_map={tmp_path / bad}"])
+        try:
+            assert node.counters["map_load_failed"] == 1 and _map(node).size == 0
+            stamp, T, f = frames[0]
+            _feed_valid(node, stamp, T, f)
+            assert _map(node).size > 0
+        finally:
+            node.destroy_node()
+
+
 def test_dds_fuzz_smoke(tmp_path, installed_node) -> None:
     """~200 mutated messages over DDS to the installed node process; it stays up and answers."""
     import signal

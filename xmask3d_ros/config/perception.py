@@ -52,6 +52,11 @@ class NodeCfg:
         "model: 'demo' (the committed checkpoint trained on synthetic rooms), a checkpoint folder, "
         "a name under config/model/ (tiny = random init, paper) or a model YAML path",
     )
+    initial_map: str = param(
+        "",
+        "map file (.safetensors from the save_map service or xmask3d-replay --save-map) loaded "
+        "when the node starts (lifecycle: at configure); empty: start with an empty map",
+    )
     input_reliability: str = param(
         "best_effort",
         "QoS reliability of the image/camera_info subscriptions",

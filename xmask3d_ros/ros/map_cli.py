@@ -20,6 +20,8 @@ from collections.abc import Sequence
 
 __all__ = ["main"]
 
+_RESEND_S = 10.0  # seconds without an answer before the request is sent again
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     import rclpy
@@ -53,8 +55,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not client.wait_for_service(timeout_sec=args.timeout):
             print(f"no service {client.srv_name} after {args.timeout:g} s", file=sys.stderr)
             return 1
-        future = client.call_async(request)
-        rclpy.spin_until_future_complete(node, future, timeout_sec=max(0.0, end - time.monotonic()))
+        # A request sent the moment the service is discovered can lose its response (the
+        # server's response writer has not matched us yet); the three requests are idempotent,
+        # so one without an answer after _RESEND_S is sent again (a save or load of a large
+        # map on a slow disk may then run twice, which is harmless).
+        while True:
+            future = client.call_async(request)
+            wait = min(_RESEND_S, max(0.0, end - time.monotonic()))
+            rclpy.spin_until_future_complete(node, future, timeout_sec=wait)
+            if future.done() or time.monotonic() >= end:
+                break
+            client.remove_pending_request(future)
         if not future.done():
             print(f"{client.srv_name} did not answer within {args.timeout:g} s", file=sys.stderr)
             return 1

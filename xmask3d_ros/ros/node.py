@@ -59,7 +59,7 @@ from xmask3d_ros.pipeline.decode import DecodeError, stamp_ns, transforms_from_t
 from xmask3d_ros.pipeline.ingest import FrameAssembler
 from xmask3d_ros.ros import conversions as conv
 from xmask3d_ros.ros import qos
-from xmask3d_ros.ros.map_services import MapServices
+from xmask3d_ros.ros.map_services import MapServices, resolve_map_path
 from xmask3d_ros.ros.parameters import PerceptionParameters
 
 __all__ = ["INPUT_TOPICS", "OUTPUT_TOPICS", "PerceptionLifecycleNode", "PerceptionNode"]
@@ -117,6 +117,8 @@ class _PerceptionCore:
         self.tf_buffer = TfBuffer(cfg.tf.cache_duration_s)
         self.assembler = FrameAssembler(cfg, _TfLookup(self.tf_buffer, cfg.tf.lookup_tolerance_s))
         self.pipeline = self._make_pipeline(cfg)
+        if cfg.node.initial_map:
+            self._load_initial_map(cfg.node.initial_map)
         self._query: tuple[list[str], int, float | None] | None = None
         self._dirty = False  # map changed since the last published answer
         self._newest_image_ns: int | None = None
@@ -132,6 +134,16 @@ class _PerceptionCore:
                                         min_score=self._min_score, map_replaced=self._republish,
                                         fault=self._fault,
                                         callback_group=MutuallyExclusiveCallbackGroup())
+
+    def _load_initial_map(self, path: str) -> None:
+        """node.initial_map: a map that cannot be loaded is a logged, counted fault and the node
+        starts with an empty map (the load_map service can try again)."""
+        try:
+            info = self.pipeline.load_map(resolve_map_path(path))
+        except Exception as err:  # noqa: BLE001 - a bad file must not stop the node
+            self._fault("map_load_failed", f"node.initial_map: {err}; starting with an empty map")
+            return
+        self.get_logger().info(f"node.initial_map: loaded {info.voxels} voxels from {info.path}")
 
     def _activate_core(self) -> None:
         cfg = self.params.config
