@@ -519,6 +519,27 @@ def test_lifecycle_node(tmp_path: Path, installed_node) -> None:
     assert "Traceback" not in log.read_text(), log.read_text()[-3000:]
 
 
+def test_lifecycle_configure_failure_leaves_the_node_unconfigured(tmp_path: Path, installed_node) -> None:
+    """Missing weights: configure fails with a log line naming the cause, the node stays
+    unconfigured and answers its lifecycle services, and shutdown still ends it cleanly."""
+    from lifecycle_msgs.msg import Transition
+
+    log = tmp_path / "node.log"
+    missing = tmp_path / "no_such_checkpoint"
+    argv = ["--segmenter", "xmask3d", "--lifecycle", "managed", "--ros-args",
+            "-p", f"node.model_config:={missing}"]
+    with _node_process(installed_node, argv, log) as (proc, client):
+        state, transition = _lifecycle_calls(client)
+        assert state() == "unconfigured"
+        assert not transition(Transition.TRANSITION_CONFIGURE)
+        assert state() == "unconfigured" and proc.poll() is None
+        text = log.read_text()
+        assert "configure failed" in text and str(missing) in text, text[-3000:]
+        assert transition(Transition.TRANSITION_UNCONFIGURED_SHUTDOWN)
+        assert proc.wait(20) == 0, log.read_text()[-3000:]
+    assert "Traceback" not in log.read_text(), log.read_text()[-3000:]
+
+
 # ---------------------------------------------------------------------------------- sim time
 SIM0_NS = 1000 * 10**9  # sim time starts here, ~56 years before the wall clock
 

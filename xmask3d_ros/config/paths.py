@@ -58,7 +58,8 @@ def resolve_model_config(name_or_path: str) -> Path:
     if not shipped.is_file():
         names = sorted(p.stem for p in (config_dir() / "model").glob("*.yaml"))
         raise ConfigError(
-            f"node.model_config: unknown model config {name_or_path!r}: neither a YAML path nor a shipped one "
+            f"node.model_config: unknown model config {name_or_path!r}: not 'demo', not a checkpoint "
+            f"folder (config.yaml + model.safetensors), not a YAML path, not a shipped config "
             f"(shipped: {', '.join(names)})"
         )
     return shipped
