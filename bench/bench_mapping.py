@@ -234,14 +234,20 @@ def memory_rows() -> list[tuple[str, ...]]:
     return rows
 
 
-def ops_rows(rep: int, frames: list[PosedFrame]) -> list[tuple[str, ...]]:
-    """Other map operations the pipeline calls."""
-    rng = np.random.default_rng(1)
-    n, d = 200_000, 768
+def _grid_map(n: int, d: int) -> LocalVoxelMap:
+    """A map of ``n`` voxels on a 5 cm grid with ``d``-wide feature storage."""
     m = LocalVoxelMap(MapCfg(voxel_size_m=0.05, radius_m=100.0, max_voxels=n), d)
     side = int(np.ceil(n ** (1 / 3)))
     grid = (np.indices((side, side, side)).reshape(3, -1).T[:n] * 0.05 + 0.025).astype(np.float32)
     m.integrate_points(grid, np.zeros_like(grid, dtype=np.uint8), 0, grid.mean(axis=0))
+    return m
+
+
+def ops_rows(rep: int, frames: list[PosedFrame]) -> list[tuple[str, ...]]:
+    """Other map operations the pipeline calls."""
+    rng = np.random.default_rng(1)
+    n, d = 200_000, 768
+    m = _grid_map(n, d)
     idx = np.sort(rng.choice(n, 50_000, replace=False))
     feats = rng.normal(size=(50_000, d)).astype(np.float32)
 
@@ -275,10 +281,7 @@ def map_file_rows(rep: int) -> list[tuple[str, ...]]:
 
     rng = np.random.default_rng(2)
     n, d = 200_000, 768
-    m = LocalVoxelMap(MapCfg(voxel_size_m=0.05, radius_m=100.0, max_voxels=n), d)
-    side = int(np.ceil(n ** (1 / 3)))
-    grid = (np.indices((side, side, side)).reshape(3, -1).T[:n] * 0.05 + 0.025).astype(np.float32)
-    m.integrate_points(grid, np.zeros_like(grid, dtype=np.uint8), 0, grid.mean(axis=0))
+    m = _grid_map(n, d)
     for lo in range(0, n, 50_000):
         rows = np.arange(lo, min(n, lo + 50_000))
         f = rng.normal(size=(rows.size, d)).astype(np.float32)
