@@ -18,6 +18,7 @@ import numpy as np
 from xmask3d_ros.mapping import MapFileError
 from xmask3d_ros.pipeline import UNKNOWN_LABEL, PerceptionPipeline
 from xmask3d_ros.replay.outputs import write_ply, write_voxels_ply
+from xmask3d_ros.ros.gate import CallbackGate, gated
 from xmask3d_ros.srv import ClearMap, LoadMap, SaveMap
 
 __all__ = ["MAP_SERVICES", "MapServices", "resolve_map_path"]
@@ -25,6 +26,13 @@ __all__ = ["MAP_SERVICES", "MapServices", "resolve_map_path"]
 MAP_SERVICES = ("~/save_map", "~/load_map", "~/clear_map")
 # The current query as the node keeps it: (labels, mode, min_score or None for the default).
 Query = tuple[list[str], int, "float | None"]
+
+
+def _refused(_services: Any, _req: Any, res: Any) -> Any:
+    """The answer of a request that arrives while the services are being removed."""
+    res.success = False
+    res.message = "the node is cleaning up its map"
+    return res
 
 
 def resolve_map_path(text: str) -> Path:
@@ -53,13 +61,16 @@ class MapServices:
         self._min_score = min_score
         self._map_replaced = map_replaced
         self._fault = fault
+        self._gate = CallbackGate(is_open=True)
         self._services = [node.create_service(srv, name, fn, callback_group=callback_group)
                           for srv, name, fn in ((SaveMap, MAP_SERVICES[0], self.save),
                                                 (LoadMap, MAP_SERVICES[1], self.load),
                                                 (ClearMap, MAP_SERVICES[2], self.clear))]
 
-    def destroy(self) -> None:
-        """Remove the services from the node (lifecycle cleanup)."""
+    def destroy(self, timeout_s: float | None = None) -> None:
+        """Remove the services from the node (lifecycle cleanup), after the requests being
+        served finish (they use the pipeline and the publishers)."""
+        self._gate.close(timeout_s)
         for srv in self._services:
             self._node.destroy_service(srv)
         self._services = []
@@ -71,6 +82,7 @@ class MapServices:
         res.message = text
         return res
 
+    @gated("_gate", closed=_refused)
     def save(self, req: Any, res: Any) -> Any:
         try:
             path = resolve_map_path(req.path)
@@ -103,6 +115,7 @@ class MapServices:
                          np.full(n, np.nan, np.float32), (), frame)
         return n
 
+    @gated("_gate", closed=_refused)
     def load(self, req: Any, res: Any) -> Any:
         try:
             info = self._pipeline.load_map(resolve_map_path(req.path))
@@ -114,6 +127,7 @@ class MapServices:
         self._node.get_logger().info(res.message)
         return res
 
+    @gated("_gate", closed=_refused)
     def clear(self, req: Any, res: Any) -> Any:
         try:
             n = self._pipeline.clear_map()

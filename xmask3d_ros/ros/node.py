@@ -59,6 +59,7 @@ from xmask3d_ros.pipeline.decode import DecodeError, stamp_ns, transforms_from_t
 from xmask3d_ros.pipeline.ingest import FrameAssembler
 from xmask3d_ros.ros import conversions as conv
 from xmask3d_ros.ros import qos
+from xmask3d_ros.ros.gate import CallbackGate, gated
 from xmask3d_ros.ros.map_services import MapServices, resolve_map_path
 from xmask3d_ros.ros.parameters import PerceptionParameters
 
@@ -70,6 +71,7 @@ OUTPUT_TOPICS = ("semantic_cloud", "query_cloud", "query_result", "labels", "/di
 # A stamp this far behind the newest image means the source restarted (e.g. a bag loop).
 _BACKWARDS_JUMP_NS = 1_000_000_000
 _THROTTLE_S = 2.0
+_TEARDOWN_WAIT_S = 10.0  # a lifecycle transition waits this long for running callbacks
 # FrameAssembler.stats keys that name a rejected input or a dropped frame.
 _FAULT_PREFIXES = ("decode_error_", "rejected_", "tf_dropped_", "tf_queue_overflow")
 
@@ -111,6 +113,8 @@ class _PerceptionCore:
         self._diag_timer: Any = None
         self._outputs: list[Any] = []  # publishers made by _configure_core
         self.map_services: MapServices | None = None
+        # input, query and timer callbacks run only while active; deactivate waits for them
+        self._active_gate = CallbackGate()
 
     def _configure_core(self) -> None:
         cfg = self.params.config
@@ -174,6 +178,7 @@ class _PerceptionCore:
                                                 callback_group=self._timers_group)
         self._diag_timer = self.create_timer(cfg.node.diagnostics_period_s, self._diagnostics,
                                              callback_group=self._diag_group)
+        self._active_gate.open()
         self.get_logger().info(
             f"xmask3d perception node up: map frame '{cfg.node.map_frame}', sync "
             f"{self.synchronizer}, inputs "
@@ -183,6 +188,9 @@ class _PerceptionCore:
 
     def _deactivate_core(self) -> None:
         """Stop taking inputs and publishing on timers; the map, the model and the query stay."""
+        if not self._active_gate.close(_TEARDOWN_WAIT_S):
+            self.get_logger().warning(f"deactivate: callbacks still running after "
+                                      f"{_TEARDOWN_WAIT_S:g} s; going on")
         for sub in self._inputs:
             self.destroy_subscription(sub)
         for timer in (*self._timers, self._publish_timer, self._diag_timer):
@@ -195,7 +203,7 @@ class _PerceptionCore:
     def _cleanup_core(self) -> None:
         """Release the pipeline (the map and the model) and the outputs."""
         if self.map_services is not None:
-            self.map_services.destroy()
+            self.map_services.destroy(_TEARDOWN_WAIT_S)
             self.map_services = None
         for pub in self._outputs:
             self.destroy_publisher(pub)
@@ -239,6 +247,7 @@ class _PerceptionCore:
         self._inputs += [s.sub for s in subs]
         return "message_filters"
 
+    @gated("_active_gate")
     def _on_synced(self, rgb: Image, depth: Image, info: CameraInfo) -> None:
         self.counters["rgb_msgs"] += 1
         self._check_time(rgb)
@@ -303,19 +312,23 @@ class _PerceptionCore:
             return
         self._report_new_faults(before, stream)
 
+    @gated("_active_gate")
     def _on_rgb(self, msg: Image) -> None:
         self.counters["rgb_msgs"] += 1
         self._check_time(msg)
         self._feed("rgb", self.assembler.add_rgb, msg)
 
+    @gated("_active_gate")
     def _on_depth(self, msg: Image) -> None:
         self.counters["depth_msgs"] += 1
         self._feed("depth", self.assembler.add_depth, msg)
 
+    @gated("_active_gate")
     def _on_info(self, msg: CameraInfo) -> None:
         self.counters["camera_info_msgs"] += 1
         self._feed("camera_info", self.assembler.add_camera_info, msg)
 
+    @gated("_active_gate")
     def _on_tf(self, msg: TFMessage, static: bool) -> None:
         try:
             records = transforms_from_tf(msg)
@@ -328,6 +341,7 @@ class _PerceptionCore:
             except (TransformError, ValueError) as err:
                 self._fault("bad_tf", f"{rec.parent_frame} -> {rec.child_frame}: {err}")
 
+    @gated("_active_gate")
     def _drain(self) -> None:
         """Timer: frames whose TF arrived go into the map (segmentation is queued, not run here)."""
         if self.assembler.pending() == 0:
@@ -397,10 +411,12 @@ class _PerceptionCore:
     def _min_score(self, min_score: float | None) -> float:
         return self.params.config.query.min_score if min_score is None else min_score
 
+    @gated("_active_gate")
     def _on_query(self, msg: TextQuery) -> None:
         min_score = float(msg.min_score) if msg.min_score != 0.0 else None
         self._set_query(list(msg.labels), int(msg.mode), min_score)
 
+    @gated("_active_gate")
     def _on_query_text(self, msg: String) -> None:
         self._set_query([s for s in msg.data.split(",")], TextQuery.MODE_SEGMENT, None)
 
@@ -417,6 +433,7 @@ class _PerceptionCore:
         elif force or self.pub_semantic.get_subscription_count():
             self.pub_semantic.publish(conv.semantic_cloud_from_answer(answer))
 
+    @gated("_active_gate")
     def _publish_tick(self) -> None:
         with self._lock:
             query, dirty = self._query, self._dirty
@@ -435,6 +452,7 @@ class _PerceptionCore:
             return
         self._publish(answer, force=False)
 
+    @gated("_active_gate")
     def _diagnostics(self) -> None:
         s = self.assembler.stats
         ps = self.pipeline.stats
