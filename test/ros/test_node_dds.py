@@ -232,20 +232,25 @@ def _settled(client: _Client, frames: int) -> bool:
     return done >= int(v.get("keyframes", 0))
 
 
-def test_end_to_end_and_bad_inputs(session) -> None:
-    proc, client, log = session
-    n = client.node
+def _map_the_room(client: _Client, log: Path) -> list:
+    """Wait for the node's subscriptions, play the room, wait until the node has integrated
+    every frame and segmented every keyframe (or replaced it in the async slot; on a loaded
+    CI machine that takes longer than the play-back); the frames played."""
     assert client.spin_until(
         lambda: all(p.get_subscription_count() for p in (client.rgb, client.depth, client.info,
                                                           client.tf, client.tf_static, client.query)), 30.0
     ), "the node's subscriptions never matched: " + log.read_text()[-2000:]
     frames = _frames(time.time_ns())
     _play(client, frames)
-    # every frame integrated and every keyframe segmented (or replaced in the async slot); on a
-    # loaded CI machine that takes longer than the play-back
     assert client.spin_until(lambda: _settled(client, len(frames)), 60.0), (
         _diag_values(client), log.read_text()[-3000:])
+    return frames
 
+
+def test_end_to_end_and_bad_inputs(session) -> None:
+    proc, client, log = session
+    n = client.node
+    frames = _map_the_room(client, log)
     labels = list(SYNTHETIC_CLASSES)
     res = client.send_query(labels)
     assert res is not None, "no query_result: " + log.read_text()[-3000:]
@@ -374,12 +379,7 @@ def test_map_services_save_clear_load(session, tmp_path: Path) -> None:
     from plyfile import PlyData
 
     proc, client, log = session
-    assert client.spin_until(lambda: all(p.get_subscription_count() for p in (
-        client.rgb, client.depth, client.info, client.tf, client.query)), 30.0), log.read_text()[-2000:]
-    frames = _frames(time.time_ns())
-    _play(client, frames)
-    assert client.spin_until(lambda: _settled(client, len(frames)), 60.0), (
-        _diag_values(client), log.read_text()[-3000:])
+    _map_the_room(client, log)
     labels = list(SYNTHETIC_CLASSES)
     res = client.send_query(labels)
     assert res is not None and res.map_voxels > 500, log.read_text()[-3000:]

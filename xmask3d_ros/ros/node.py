@@ -96,6 +96,19 @@ class _PerceptionCore:
     (subscriptions and timers), and back: ``_deactivate_core``, ``_cleanup_core``.
     """
 
+    def __init__(
+        self,
+        make_pipeline: Callable[[PerceptionConfig], PerceptionPipeline],
+        *,
+        node_name: str = "xmask3d",
+        defaults: PerceptionConfig | None = None,
+        **node_kwargs: Any,
+    ) -> None:
+        """``make_pipeline(cfg)`` builds the pipeline (and loads the model) once the parameters
+        are read; the rclpy node class comes next in the MRO (Node or LifecycleNode)."""
+        super().__init__(node_name, **node_kwargs)  # type: ignore[call-arg]
+        self._init_core(make_pipeline, defaults)
+
     def _init_core(self, make_pipeline: Callable[[PerceptionConfig], PerceptionPipeline],
                    defaults: PerceptionConfig | None) -> None:
         self._make_pipeline = make_pipeline
@@ -515,19 +528,10 @@ class _PerceptionCore:
 
 
 class PerceptionNode(_PerceptionCore, Node):
-    """The perception node, running from construction. ``make_pipeline(cfg)`` builds the
-    pipeline (and loads the model) once the parameters are read."""
+    """The perception node, running from construction (arguments: :class:`_PerceptionCore`)."""
 
-    def __init__(
-        self,
-        make_pipeline: Callable[[PerceptionConfig], PerceptionPipeline],
-        *,
-        node_name: str = "xmask3d",
-        defaults: PerceptionConfig | None = None,
-        **node_kwargs: Any,
-    ) -> None:
-        Node.__init__(self, node_name, **node_kwargs)
-        self._init_core(make_pipeline, defaults)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self._configure_core()
         self._activate_core()
 
@@ -544,16 +548,8 @@ class PerceptionLifecycleNode(_PerceptionCore, LifecycleNode):
     weights) is logged and leaves the node unconfigured, ready for another try.
     """
 
-    def __init__(
-        self,
-        make_pipeline: Callable[[PerceptionConfig], PerceptionPipeline],
-        *,
-        node_name: str = "xmask3d",
-        defaults: PerceptionConfig | None = None,
-        **node_kwargs: Any,
-    ) -> None:
-        LifecycleNode.__init__(self, node_name, **node_kwargs)
-        self._init_core(make_pipeline, defaults)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.finalized = False
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
