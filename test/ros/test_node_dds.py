@@ -48,11 +48,12 @@ from xmask3d_ros.ros import qos  # noqa: E402
 pytestmark = pytest.mark.ros
 SEED, W, H, N_FRAMES, FEATURE_DIM = 3, 96, 72, 12, 64
 CAM = "camera_optical"
+FRAME_GAP_S = 0.4  # the frames' stamp spacing
 
 
 def _frames(t0_ns: int) -> list[tuple[int, np.ndarray, object]]:
     room = generate_room(SEED)
-    times = [0.4 * i for i in range(N_FRAMES)]
+    times = [FRAME_GAP_S * i for i in range(N_FRAMES)]
     K = default_intrinsics(W, H)
     return [(t0_ns + int(t * 1e9), T, render_frame(room, T, K, W, H))
             for t, T in zip(times, room.trajectory.poses(times))]
@@ -116,9 +117,12 @@ class _Client:
 
         self.node = Node(f"xmask3d_test_{uuid.uuid4().hex[:8]}", context=ctx)
         n = self.node
-        self.rgb = n.create_publisher(Image, "rgb/image", 10)
-        self.depth = n.create_publisher(Image, "depth/image", 10)
-        self.info = n.create_publisher(CameraInfo, "rgb/camera_info", 10)
+        # reliable history deep enough for a whole playback: a node stalled on a loaded machine
+        # gets every frame late rather than losing the oldest
+        depth = 3 * N_FRAMES
+        self.rgb = n.create_publisher(Image, "rgb/image", depth)
+        self.depth = n.create_publisher(Image, "depth/image", depth)
+        self.info = n.create_publisher(CameraInfo, "rgb/camera_info", depth)
         self.tf = n.create_publisher(TFMessage, "/tf", qos.tf_qos())
         self.tf_static = n.create_publisher(TFMessage, "/tf_static", qos.tf_static_qos())
         self.query = n.create_publisher(TextQuery, "query", qos.latched_qos())
@@ -156,8 +160,11 @@ class _Client:
 
 _GROUND_TRUTH = ["--segmenter", "ground_truth", "--synthetic-seed", str(SEED),
                  "--feature-dim", str(FEATURE_DIM)]
+# a TF wait of 3 s (default 1 s): on a loaded CI machine the node's /tf callback can run a second
+# or more after the images of the same stamp
 _TEST_PARAMS = ["-p", "node.publish_rate_hz:=5.0", "-p", "node.input_reliability:=reliable",
-                "-p", "node.input_depth:=20", "-p", "node.diagnostics_period_s:=0.5"]
+                "-p", f"node.input_depth:={3 * N_FRAMES}", "-p", "node.diagnostics_period_s:=0.5",
+                "-p", "node.tf_wait_max_age_s:=3.0"]
 
 
 @contextlib.contextmanager
@@ -210,7 +217,9 @@ def _play(client: _Client, frames) -> None:
         client.info.publish(_info(stamp))
         client.rgb.publish(_image(stamp, "rgb8", f.rgb))
         client.depth.publish(_image(stamp, "16UC1", depth_mm))
-        client.spin_until(lambda: False, 0.25)  # the double re-renders each keyframe: keep up
+        # at the pace of the stamps, as a camera would: a frame never looks older to the node
+        # than its own clock says, and the ground-truth double keeps up with each keyframe
+        client.spin_until(lambda s=stamp: time.time_ns() >= s + FRAME_GAP_S * 1e9, 1.0)
 
 
 def _diag_values(client: _Client) -> dict[str, str]:
@@ -223,12 +232,19 @@ def _diag_values(client: _Client) -> dict[str, str]:
     return out
 
 
+def _report(client: _Client, log: Path) -> str:
+    """Everything the node said, as one string (pytest shortens a non-string message)."""
+    values = "\n".join(f"  {k} = {v}" for k, v in sorted(_diag_values(client).items()))
+    return f"diagnostics:\n{values}\nnode log (tail):\n{log.read_text()[-3000:]}"
+
+
 def _settled(client: _Client, frames: int) -> bool:
     """The node's diagnostics say ``frames`` frames are in the map and no keyframe is pending."""
     v = _diag_values(client)
     if "frames" not in v or int(v["frames"]) < frames:
         return False
-    done = sum(int(v.get(k, 0)) for k in ("segmented", "dropped_keyframes", "segmenter_errors"))
+    done = sum(int(v.get(k, 0)) for k in ("segmented", "dropped_keyframes", "segmenter_errors",
+                                                "empty_keyframes"))
     return done >= int(v.get("keyframes", 0))
 
 
@@ -242,8 +258,7 @@ def _map_the_room(client: _Client, log: Path) -> list:
     ), "the node's subscriptions never matched: " + log.read_text()[-2000:]
     frames = _frames(time.time_ns())
     _play(client, frames)
-    assert client.spin_until(lambda: _settled(client, len(frames)), 60.0), (
-        _diag_values(client), log.read_text()[-3000:])
+    assert client.spin_until(lambda: _settled(client, len(frames)), 60.0), _report(client, log)
     return frames
 
 
@@ -256,7 +271,7 @@ def test_end_to_end_and_bad_inputs(session) -> None:
     assert res is not None, "no query_result: " + log.read_text()[-3000:]
     assert res.header.frame_id == "odom"
     assert conv.stamp_to_ns(res.header.stamp) == frames[-1][0], log.read_text()[-3000:]
-    assert res.map_voxels > 500, (_diag_values(client), log.read_text()[-3000:])
+    assert res.map_voxels > 500, _report(client, log)
     assert [r.label for r in res.results] == labels
     assert client.spin_until(lambda: bool(client.clouds) and client.clouds[-1].width == res.map_voxels,
                              10.0), ([c.width for c in client.clouds], res.map_voxels, _diag_values(client))
@@ -327,7 +342,9 @@ def test_end_to_end_and_bad_inputs(session) -> None:
     # a complete frame whose TF never arrives (dropped after node.tf_wait_max_age_s)
     s5 = s4 + 5 * 10**8
     frame(s5, _image(s5, "rgb8", good.rgb), _image(s5, "16UC1", mm), tf=False)
-    client.spin_until(lambda: False, 2.0)
+    # before the stamps jump back (that drops a waiting frame as tf_dropped_reset instead)
+    assert client.spin_until(lambda: "tf_dropped_age" in _diag_values(client), 15.0), \
+        _report(client, log)
     # stamps going backwards (bag loop)
     back = frames[0][0] - 30 * 10**9
     client.rgb.publish(_image(back, "rgb8", good.rgb))
@@ -495,8 +512,7 @@ def test_lifecycle_node(tmp_path: Path, installed_node) -> None:
         assert first is not None and first.map_voxels == ref.map_voxels, log.read_text()[-3000:]
         assert f"node.initial_map: loaded {ref.map_voxels} voxels" in log.read_text()
         _play(client, frames[:8])
-        assert client.spin_until(lambda: _settled(client, 8), 60.0), (_diag_values(client),
-                                                                     log.read_text()[-3000:])
+        assert client.spin_until(lambda: _settled(client, 8), 60.0), _report(client, log)
         res = client.send_query(labels)
         assert res is not None and res.map_voxels > ref.map_voxels, log.read_text()[-3000:]
 
