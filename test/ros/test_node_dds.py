@@ -207,19 +207,22 @@ _STATIC_T = np.eye(4)
 _STATIC_T[:3, 3] = (0.1, 0.0, 0.2)
 
 
-def _play(client: _Client, frames) -> None:
-    static_T = _STATIC_T
-    client.tf_static.publish(TFMessage(transforms=[_tf("base_link", CAM, frames[0][0], static_T)]))
-    inv_static = np.linalg.inv(static_T)
-    for stamp, T, f in frames:
+def _play(client: _Client, frames) -> list:
+    """Publish ``frames`` as a camera would: restamped so the first is now, each sent once the
+    wall clock reaches its stamp (TF first). A frame never looks older to the node than its
+    own clock says, so only a TF really late drops one, and the ground-truth double keeps up
+    with each keyframe. Returns the frames as played (their new stamps)."""
+    shift = time.time_ns() - frames[0][0]
+    played = [(stamp + shift, T, f) for stamp, T, f in frames]
+    client.tf_static.publish(TFMessage(transforms=[_tf("base_link", CAM, played[0][0], _STATIC_T)]))
+    inv_static = np.linalg.inv(_STATIC_T)
+    for stamp, T, f in played:
+        client.spin_until(lambda s=stamp: time.time_ns() >= s, 1.0)
         client.tf.publish(TFMessage(transforms=[_tf("odom", "base_link", stamp, T @ inv_static)]))
-        depth_mm = np.round(f.depth_m * 1000.0).astype(np.uint16)
         client.info.publish(_info(stamp))
         client.rgb.publish(_image(stamp, "rgb8", f.rgb))
-        client.depth.publish(_image(stamp, "16UC1", depth_mm))
-        # at the pace of the stamps, as a camera would: a frame never looks older to the node
-        # than its own clock says, and the ground-truth double keeps up with each keyframe
-        client.spin_until(lambda s=stamp: time.time_ns() >= s + FRAME_GAP_S * 1e9, 1.0)
+        client.depth.publish(_image(stamp, "16UC1", np.round(f.depth_m * 1000.0).astype(np.uint16)))
+    return played
 
 
 def _diag_values(client: _Client) -> dict[str, str]:
@@ -256,8 +259,7 @@ def _map_the_room(client: _Client, log: Path) -> list:
         lambda: all(p.get_subscription_count() for p in (client.rgb, client.depth, client.info,
                                                           client.tf, client.tf_static, client.query)), 30.0
     ), "the node's subscriptions never matched: " + log.read_text()[-2000:]
-    frames = _frames(time.time_ns())
-    _play(client, frames)
+    frames = _play(client, _frames(0))
     assert client.spin_until(lambda: _settled(client, len(frames)), 60.0), _report(client, log)
     return frames
 
