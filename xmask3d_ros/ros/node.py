@@ -410,16 +410,21 @@ class _PerceptionCore:
     def _republish(self) -> None:
         """The map was replaced (load, clear): latched outputs must not show the old one."""
         query = self._current_query()
-        if query is None:
-            return
-        try:
-            answer = self.pipeline.query(query[0], query[1], self._min_score(query[2]))
-        except Exception as err:  # noqa: BLE001
-            self._fault("query_error", f"{type(err).__name__}: {err}")
+        answer = None if query is None else self._answer(query)
+        if answer is None:
             return
         with self._lock:
             self._dirty = False
         self._publish(answer, force=True)
+
+    def _answer(self, query: tuple[list[str], int, float | None]) -> Any | None:
+        """The map's answer to the current query; None after a failure (counted as query_error:
+        the query was accepted once, so a failure now is the node's, not the caller's)."""
+        try:
+            return self.pipeline.query(query[0], query[1], self._min_score(query[2]))
+        except Exception as err:  # noqa: BLE001 - an output tick must not end the node
+            self._fault("query_error", f"{type(err).__name__}: {err}")
+            return None
 
     def _min_score(self, min_score: float | None) -> float:
         return self.params.config.query.min_score if min_score is None else min_score
@@ -458,12 +463,9 @@ class _PerceptionCore:
             with self._lock:
                 self._dirty = True  # build it when someone listens
             return
-        try:
-            answer = self.pipeline.query(query[0], query[1], self._min_score(query[2]))
-        except Exception as err:  # noqa: BLE001
-            self._fault("query_error", f"{type(err).__name__}: {err}")
-            return
-        self._publish(answer, force=False)
+        answer = self._answer(query)
+        if answer is not None:
+            self._publish(answer, force=False)
 
     @gated("_active_gate")
     def _diagnostics(self) -> None:
